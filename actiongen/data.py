@@ -1,0 +1,411 @@
+"""Human3.6M 3D mocap -> normalised 2D pose clips, the data the two-stage GAN learns from.
+
+Reads the layout of the `h36m.zip` archive of the 3d-pose-baseline project:
+`<root>/cameras.h5` and `<root>/S<n>/MyPoses/3D_positions/<Action>[ <k>].h5`.
+Each sequence is projected with one camera (radial and tangential distortion), hip-centred,
+and each frame is scaled by hip depth / mean training hip depth so that apparent body size does not
+depend on the distance to the camera. The model works on the 15 non-hip joints as a 30-d vector
+standardised per dimension with training statistics.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import h5py
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .skeleton import ACTIONS, H36M_INDICES, HIP, NUM_JOINTS, POSE_DIM
+
+CACHE_VERSION = 1
+SEQUENCE_DATASET = "3D_positions"
+TAKES_PER_ACTION = 2  # the archive holds two takes of every action for every subject
+SEQUENCE_NAME = re.compile(r"^(?P<action>[A-Za-z]+)(?: (?P<take>\d+))?$")
+
+
+class H36MDataError(ValueError):
+    """The Human3.6M directory or one of its files is not what the loader expects."""
+
+
+def default_data_root() -> Path:
+    """`$ACTIONGEN_DATA`, else `../shared/data/h36m` beside the project checkout."""
+    env = os.environ.get("ACTIONGEN_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "h36m"
+
+
+def default_cache_dir() -> Path:
+    """`$ACTIONGEN_CACHE`, else `~/.cache/actiongen`."""
+    env = os.environ.get("ACTIONGEN_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "actiongen"
+
+
+# ----------------------------------------------------------------------------- cameras
+
+@dataclass(frozen=True)
+class Camera:
+    """Intrinsics and extrinsics of one camera; `R` maps world to camera axes: X_cam = R @ (P - T)."""
+
+    R: np.ndarray
+    T: np.ndarray
+    f: np.ndarray
+    c: np.ndarray
+    k: np.ndarray
+    p: np.ndarray
+    name: str
+
+
+def load_cameras(root: Path | str, camera_name: str = "55011271") -> dict[int, Camera]:
+    """The named camera of every subject in `<root>/cameras.h5`, keyed by subject number."""
+    path = Path(root) / "cameras.h5"
+    if not path.is_file():
+        raise H36MDataError(f"{path}: camera file not found; expected cameras.h5 from the h36m archive")
+    cameras: dict[int, Camera] = {}
+    try:
+        with h5py.File(path, "r") as f:
+            for subject_key in f:
+                match = re.fullmatch(r"subject(\d+)", subject_key)
+                if not match:
+                    continue
+                for cam_key in f[subject_key]:
+                    group = f[subject_key][cam_key]
+                    name = "".join(chr(int(v)) for v in np.asarray(group["Name"]).ravel())
+                    if name != camera_name:
+                        continue
+                    cameras[int(match.group(1))] = Camera(
+                        # The archive stores the transpose of the world-to-camera rotation.
+                        R=np.asarray(group["R"], dtype=np.float64).T,
+                        T=np.asarray(group["T"], dtype=np.float64).reshape(3),
+                        f=np.asarray(group["f"], dtype=np.float64).reshape(2),
+                        c=np.asarray(group["c"], dtype=np.float64).reshape(2),
+                        k=np.asarray(group["k"], dtype=np.float64).reshape(3),
+                        p=np.asarray(group["p"], dtype=np.float64).reshape(2),
+                        name=name,
+                    )
+    except (OSError, KeyError) as err:
+        raise H36MDataError(f"{path}: cannot read camera parameters ({err}); expected "
+                            "subject<S>/camera<C>/{{R,T,f,c,k,p,Name}}") from err
+    if not cameras:
+        raise H36MDataError(f"{path}: no camera named {camera_name!r} in any subject")
+    return cameras
+
+
+def project_points(points: np.ndarray, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
+    """Project world points (..., 3) in mm to pixels (..., 2) with distortion; also return depth (...)."""
+    cam = (points - camera.T) @ camera.R.T
+    depth = cam[..., 2]
+    xy = cam[..., :2] / depth[..., None]
+    r2 = np.sum(xy**2, axis=-1)
+    k1, k2, k3 = camera.k
+    p1, p2 = camera.p
+    radial = 1.0 + k1 * r2 + k2 * r2**2 + k3 * r2**3
+    tangential = p1 * xy[..., 1] + p2 * xy[..., 0]
+    distorted = xy * (radial + tangential)[..., None] + np.stack([p2 * r2, p1 * r2], axis=-1)
+    return distorted * camera.f + camera.c, depth
+
+
+# ----------------------------------------------------------------------------- sequences
+
+@dataclass(frozen=True)
+class SequenceFile:
+    subject: int
+    action: str
+    take: str  # the file name without extension, e.g. "Walking 1"
+    path: Path
+
+
+def find_sequences(root: Path | str, subjects: tuple[int, ...], actions: tuple[str, ...]) -> list[SequenceFile]:
+    """Sequence files of the given subjects and actions; warns about takes missing from the archive.
+
+    Action names match exactly ("Sitting" never picks up "SittingDown 1.h5").
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise H36MDataError(f"{root}: Human3.6M data directory not found; expected the unpacked h36m "
+                            "archive with cameras.h5 and S<n>/MyPoses/3D_positions/")
+    found: list[SequenceFile] = []
+    missing: list[str] = []
+    for subject in subjects:
+        folder = root / f"S{subject}" / "MyPoses" / "3D_positions"
+        per_action: dict[str, list[SequenceFile]] = {a: [] for a in actions}
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.h5")):
+                match = SEQUENCE_NAME.match(path.stem)
+                if match and match.group("action") in per_action:
+                    per_action[match.group("action")].append(
+                        SequenceFile(subject, match.group("action"), path.stem, path))
+        for action in actions:
+            takes = per_action[action]
+            if len(takes) < TAKES_PER_ACTION:
+                missing.append(f"S{subject} {action} ({len(takes)} of {TAKES_PER_ACTION} takes)")
+            found.extend(takes)
+    if not found:
+        raise H36MDataError(f"{root}: no sequence files for subjects {list(subjects)} and actions "
+                            f"{list(actions)}; expected S<n>/MyPoses/3D_positions/<Action>[ <k>].h5")
+    if missing:
+        warnings.warn("missing Human3.6M sequences, loading goes on without them: " + "; ".join(missing),
+                      stacklevel=2)
+    return found
+
+
+def read_sequence(path: Path) -> np.ndarray:
+    """World joint positions (N, 32, 3) in mm from one sequence file."""
+    try:
+        with h5py.File(path, "r") as f:
+            if SEQUENCE_DATASET not in f:
+                raise H36MDataError(f"{path}: no dataset {SEQUENCE_DATASET!r}; found {list(f.keys())}")
+            raw = np.asarray(f[SEQUENCE_DATASET], dtype=np.float64)
+    except OSError as err:
+        raise H36MDataError(f"{path}: unreadable or corrupt HDF5 file ({err})") from err
+    if raw.ndim != 2 or raw.shape[0] != 96 or raw.shape[1] < 1:
+        raise H36MDataError(f"{path}: dataset {SEQUENCE_DATASET!r} has shape {raw.shape}; "
+                            "expected (96, N): 32 joints x (x, y, z) per frame")
+    return raw.T.reshape(-1, 32, 3)
+
+
+# ----------------------------------------------------------------------------- preprocessing
+
+@dataclass
+class NormStats:
+    """Per-dimension mean and std of the 30-d pose vectors and the mean training hip depth (mm)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    mean_hip_depth: float
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist(), "mean_hip_depth": self.mean_hip_depth}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NormStats":
+        mean = np.asarray(d["mean"], dtype=np.float32)
+        std = np.asarray(d["std"], dtype=np.float32)
+        if mean.shape != (POSE_DIM,) or std.shape != (POSE_DIM,) or not np.all(std > 0):
+            raise ValueError(f"normalisation stats need mean and positive std of length {POSE_DIM}; "
+                             f"got {mean.shape} and {std.shape}")
+        return cls(mean, std, float(d["mean_hip_depth"]))
+
+    def save(self, path: Path | str) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def load(cls, path: Path | str) -> "NormStats":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def joints_to_vectors(joints: np.ndarray, stats: NormStats | None = None) -> np.ndarray:
+    """(..., 16, 2) hip-centred joints -> (..., 30) vectors, standardised when `stats` is given."""
+    flat = np.delete(joints, HIP, axis=-2).reshape(*joints.shape[:-2], POSE_DIM)
+    return flat if stats is None else (flat - stats.mean) / stats.std
+
+
+def vectors_to_joints(vectors: np.ndarray | torch.Tensor, stats: NormStats) -> np.ndarray:
+    """(..., 30) standardised vectors -> (..., 16, 2) float32 joints, hip at the origin, y pointing down."""
+    if isinstance(vectors, torch.Tensor):
+        vectors = vectors.detach().cpu().numpy()
+    flat = np.asarray(vectors, dtype=np.float32) * stats.std + stats.mean
+    joints = np.zeros((*flat.shape[:-1], NUM_JOINTS, 2), dtype=np.float32)
+    joints[..., 1:, :] = flat.reshape(*flat.shape[:-1], NUM_JOINTS - 1, 2)
+    return joints
+
+
+@dataclass
+class Sequence:
+    subject: int
+    action: str
+    take: str
+    joints: np.ndarray  # (N, 16, 2) hip-centred, depth-scaled pixels at 50 Hz
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str = field(default_factory=lambda: str(default_data_root()))
+    actions: tuple[str, ...] = ACTIONS
+    train_subjects: tuple[int, ...] = (1, 5, 6, 7, 8, 9)
+    test_subjects: tuple[int, ...] = (11,)
+    camera: str = "55011271"
+    clip_frames: int = 50
+    frame_stride: int = 3
+    cache_dir: str | None = field(default_factory=lambda: str(default_cache_dir()))
+
+    def provenance(self) -> dict:
+        d = asdict(self)
+        d.pop("root")
+        d.pop("cache_dir")
+        return d
+
+
+def _cache_key(files: list[SequenceFile], root: Path, camera: str) -> str:
+    parts = [CACHE_VERSION, camera]
+    for path in [root / "cameras.h5", *(s.path for s in files)]:
+        st = path.stat()
+        parts.append([str(path.relative_to(root)), st.st_size, st.st_mtime_ns])
+    return hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def _project_files(files: list[SequenceFile], cameras: dict[int, Camera]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Hip-centred unscaled 2D joints and hip depths of each file, with a progress bar."""
+    joints2d, depths = [], []
+    for seq in tqdm(files, desc="projecting Human3.6M", unit="seq", leave=False):
+        if seq.subject not in cameras:
+            raise H36MDataError(f"no camera parameters for subject S{seq.subject} in cameras.h5")
+        world = read_sequence(seq.path)[:, list(H36M_INDICES)]
+        pixels, depth = project_points(world, cameras[seq.subject])
+        joints2d.append((pixels - pixels[:, HIP:HIP + 1]).astype(np.float32))
+        depths.append(depth[:, HIP].astype(np.float32))
+    return joints2d, depths
+
+
+def _load_projected(cfg: DataConfig, files: list[SequenceFile]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Projection results, from the cache when the source files and settings are unchanged."""
+    root = Path(cfg.root)
+    cache_path = None
+    if cfg.cache_dir:
+        cache_path = Path(cfg.cache_dir) / f"h36m2d-{_cache_key(files, root, cfg.camera)}.npz"
+        if cache_path.is_file():
+            with np.load(cache_path) as z:
+                bounds = np.cumsum(z["lengths"])[:-1]
+                return np.split(z["joints"], bounds), np.split(z["depths"], bounds)
+    joints2d, depths = _project_files(files, load_cameras(root, cfg.camera))
+    if cache_path is not None:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_path.with_suffix(".tmp.npz")
+        np.savez(tmp, joints=np.concatenate(joints2d), depths=np.concatenate(depths),
+                 lengths=np.array([len(j) for j in joints2d]))
+        os.replace(tmp, cache_path)
+    return joints2d, depths
+
+
+@dataclass
+class PoseData:
+    """All loaded sequences in dataset units, the normalisation statistics and the settings."""
+
+    config: DataConfig
+    sequences: list[Sequence]
+    stats: NormStats
+
+    def split(self, which: str) -> list[Sequence]:
+        subjects = {"train": self.config.train_subjects, "test": self.config.test_subjects}
+        if which not in subjects:
+            raise ValueError(f"unknown split {which!r}; valid splits: train, test")
+        return [s for s in self.sequences if s.subject in subjects[which]]
+
+
+def load_pose_data(cfg: DataConfig | None = None) -> PoseData:
+    """Load (or read from cache) every sequence of the configured subjects and actions."""
+    cfg = cfg or DataConfig()
+    subjects = tuple(dict.fromkeys(cfg.train_subjects + cfg.test_subjects))
+    files = find_sequences(cfg.root, subjects, cfg.actions)
+    if not (Path(cfg.root) / "cameras.h5").is_file():
+        raise H36MDataError(f"{Path(cfg.root) / 'cameras.h5'}: camera file not found; expected cameras.h5 "
+                            "from the h36m archive")
+    joints2d, depths = _load_projected(cfg, files)
+    train_depths = [d for s, d in zip(files, depths) if s.subject in cfg.train_subjects]
+    if not train_depths:
+        raise H36MDataError(f"{cfg.root}: no sequences of the training subjects {list(cfg.train_subjects)}")
+    mean_hip_depth = float(np.concatenate(train_depths).mean())
+    sequences = [
+        Sequence(s.subject, s.action, s.take, j * (d / mean_hip_depth)[:, None, None])
+        for s, j, d in zip(files, joints2d, depths)
+    ]
+    train_vectors = np.concatenate([joints_to_vectors(s.joints) for s in sequences
+                                    if s.subject in cfg.train_subjects])
+    stats = NormStats(train_vectors.mean(0).astype(np.float32),
+                      train_vectors.std(0).astype(np.float32), mean_hip_depth)
+    return PoseData(cfg, sequences, stats)
+
+
+# ----------------------------------------------------------------------------- clips
+
+class ClipSampler:
+    """Random training batches: a class uniformly, then a clip start uniformly among that class's valid
+    starts (so longer sequences give proportionally more clips), or a frame uniformly among its frames."""
+
+    def __init__(self, data: PoseData, split: str = "train", seed: int = 0) -> None:
+        cfg = data.config
+        self.clip_frames, self.frame_stride = cfg.clip_frames, cfg.frame_stride
+        span = (cfg.clip_frames - 1) * cfg.frame_stride + 1
+        self.rng = np.random.default_rng(seed)
+        sequences = data.split(split)
+        self.vectors = np.concatenate([joints_to_vectors(s.joints, data.stats) for s in sequences]
+                                      ).astype(np.float32) if sequences else np.empty((0, POSE_DIM), np.float32)
+        self.frame_index: list[np.ndarray] = [[] for _ in cfg.actions]
+        self.start_index: list[np.ndarray] = [[] for _ in cfg.actions]
+        offset = 0
+        for seq in sequences:
+            c = cfg.actions.index(seq.action)
+            self.frame_index[c].append(np.arange(offset, offset + len(seq.joints)))
+            self.start_index[c].append(np.arange(offset, offset + max(len(seq.joints) - span + 1, 0)))
+            offset += len(seq.joints)
+        self.frame_index = [np.concatenate(i) if i else np.empty(0, np.int64) for i in self.frame_index]
+        self.start_index = [np.concatenate(i) if i else np.empty(0, np.int64) for i in self.start_index]
+        empty = [a for a, idx in zip(cfg.actions, self.start_index) if len(idx) == 0]
+        if empty:
+            raise H36MDataError(f"split {split!r} has no sequence of at least {span} frames for: "
+                                + ", ".join(empty))
+
+    def _draw(self, pools: list[np.ndarray], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = self.rng.integers(len(pools), size=batch_size)
+        picks = np.empty(batch_size, dtype=np.int64)
+        for c in np.unique(labels):
+            mask = labels == c
+            picks[mask] = pools[c][self.rng.integers(len(pools[c]), size=int(mask.sum()))]
+        return picks, labels
+
+    def clips(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, 30) clips and (B,) class labels."""
+        starts, labels = self._draw(self.start_index, batch_size)
+        index = starts[:, None] + np.arange(self.clip_frames) * self.frame_stride
+        return torch.from_numpy(self.vectors[index]), torch.from_numpy(labels)
+
+    def frames(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 30) single frames and (B,) class labels."""
+        picks, labels = self._draw(self.frame_index, batch_size)
+        return torch.from_numpy(self.vectors[picks]), torch.from_numpy(labels)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        while True:
+            yield self.clips(32)
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    """Deterministic enumeration of clips for evaluation: starts every `start_step` raw frames."""
+
+    def __init__(self, data: PoseData, split: str = "test", start_step: int = 10) -> None:
+        cfg = data.config
+        span = (cfg.clip_frames - 1) * cfg.frame_stride + 1
+        clips, labels = [], []
+        for seq in data.split(split):
+            vectors = joints_to_vectors(seq.joints, data.stats).astype(np.float32)
+            for start in range(0, len(vectors) - span + 1, start_step):
+                clips.append(vectors[start:start + span:cfg.frame_stride])
+                labels.append(cfg.actions.index(seq.action))
+        self.clips = np.stack(clips) if clips else np.empty((0, cfg.clip_frames, POSE_DIM), np.float32)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.actions = cfg.actions
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return torch.from_numpy(self.clips[i]), int(self.labels[i])
+
+    def per_class(self, max_per_class: int | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+        """Clips of each class, a seeded random subset of at most `max_per_class` each."""
+        rng = np.random.default_rng(seed)
+        out = {}
+        for c, action in enumerate(self.actions):
+            idx = np.flatnonzero(self.labels == c)
+            if max_per_class is not None and len(idx) > max_per_class:
+                idx = np.sort(rng.choice(idx, max_per_class, replace=False))
+            out[action] = self.clips[idx]
+        return out

@@ -1,0 +1,180 @@
+"""The networks of the two-stage method: pose decoder (GSDC) and critic, latent transition generator,
+sequence discriminator and action classifier.
+
+Class inputs are weight vectors over the actions (one-hot for a plain action, any non-negative mix
+otherwise) and may differ per time step, so blends and A -> B transitions use the same code path.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .skeleton import ACTIONS, POSE_DIM
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    latent_dim: int = 12
+    num_classes: int = len(ACTIONS)
+    pose_dim: int = POSE_DIM
+    decoder_hidden: int = 1024
+    critic_hidden: int = 1024
+    noise_dim: int = 64
+    lstm_hidden: int = 256
+    head_hidden: int = 1024
+    # "flatten": the seed's head over all T-1 bi-LSTM outputs (fixed clip length);
+    # "pool": mean over time plus both final states, any length and 25x fewer head weights.
+    head: str = "pool"
+    clip_frames: int = 50
+    # Keep z_t inside [-1, 1]^d, the region the decoder was trained on (the seed lets it drift).
+    clamp_latent: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys {sorted(unknown)}; valid: {sorted(known)}")
+        return cls(**d)
+
+
+class PoseDecoder(nn.Module):
+    """GSDC: (z in [-1,1]^12, class weights) -> Linear 1024 -> BatchNorm -> ReLU -> 30-d pose."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(cfg.latent_dim + cfg.num_classes, cfg.decoder_hidden),
+            nn.BatchNorm1d(cfg.decoder_hidden),
+            nn.ReLU(),
+            nn.Linear(cfg.decoder_hidden, cfg.pose_dim),
+        )
+
+    def forward(self, z: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
+        lead = z.shape[:-1]
+        x = torch.cat([z, class_weights.expand(*lead, class_weights.shape[-1])], dim=-1)
+        return self.net(x.reshape(-1, x.shape[-1])).reshape(*lead, -1)
+
+
+class PoseCritic(nn.Module):
+    """WGAN critic on single poses: (pose, class weights) -> Linear 1024 -> ReLU -> score."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(cfg.pose_dim + cfg.num_classes, cfg.critic_hidden),
+            nn.ReLU(),
+            nn.Linear(cfg.critic_hidden, 1),
+        )
+
+    def forward(self, pose: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([pose, class_weights], dim=-1)).squeeze(-1)
+
+
+def per_step(class_weights: torch.Tensor, steps: int) -> torch.Tensor:
+    """(B, C) or (B, T, C) class weights -> (B, steps, C)."""
+    if class_weights.dim() == 2:
+        return class_weights[:, None, :].expand(-1, steps, -1)
+    if class_weights.shape[1] != steps:
+        raise ValueError(f"per-step class weights have {class_weights.shape[1]} steps; expected {steps}")
+    return class_weights
+
+
+class LatentTransitionGenerator(nn.Module):
+    """z_0 ~ U[-1,1]^d; an LSTM reads per-step noise and class weights and emits shifts clipped to
+    [-1,1]; z_t = z_{t-1} + shift_t; every frame is decoded by the (frozen) pose decoder."""
+
+    def __init__(self, cfg: ModelConfig, decoder: PoseDecoder) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.decoder = decoder
+        self.lstm = nn.LSTM(cfg.noise_dim + cfg.num_classes, cfg.lstm_hidden, batch_first=True)
+        self.to_shift = nn.Linear(cfg.lstm_hidden, cfg.latent_dim)
+
+    def sample_inputs(self, batch: int, frames: int, generator: torch.Generator | None = None,
+                      device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """z_0 (B, d) uniform in [-1, 1] and step noise (B, T-1, noise_dim) standard normal."""
+        z0 = torch.rand(batch, self.cfg.latent_dim, generator=generator, device=device) * 2 - 1
+        noise = torch.randn(batch, frames - 1, self.cfg.noise_dim, generator=generator, device=device)
+        return z0, noise
+
+    def latent_path(self, z0: torch.Tensor, noise: torch.Tensor, class_weights: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latents (B, T, d) and shifts (B, T-1, d); `class_weights` (B, C) or (B, T, C)."""
+        steps = noise.shape[1]
+        cw = per_step(class_weights, steps + 1)
+        hidden, _ = self.lstm(torch.cat([noise, cw[:, 1:]], dim=-1))
+        shifts = self.to_shift(hidden).clamp(-1.0, 1.0)
+        z = z0
+        path = [z0]
+        for t in range(steps):
+            z = z + shifts[:, t]
+            if self.cfg.clamp_latent:
+                z = z.clamp(-1.0, 1.0)
+            path.append(z)
+        return torch.stack(path, dim=1), shifts
+
+    def forward(self, z0: torch.Tensor, noise: torch.Tensor, class_weights: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Frames (B, T, 30), latents (B, T, d), shifts (B, T-1, d)."""
+        latents, shifts = self.latent_path(z0, noise, class_weights)
+        cw = per_step(class_weights, latents.shape[1])
+        return self.decoder(latents, cw), latents, shifts
+
+
+def motion_features(x: torch.Tensor) -> torch.Tensor:
+    """[x_t, x_{t+1} - x_t] for t = 0..T-2: (B, T, D) -> (B, T-1, 2D)."""
+    return torch.cat([x[:, :-1], x[:, 1:] - x[:, :-1]], dim=-1)
+
+
+class BiLSTMHead(nn.Module):
+    """Bidirectional LSTM(256) over motion features, then Linear 1024 -> ReLU -> outputs."""
+
+    def __init__(self, cfg: ModelConfig, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.head_kind = cfg.head
+        self.lstm = nn.LSTM(in_dim, cfg.lstm_hidden, batch_first=True, bidirectional=True)
+        if cfg.head == "flatten":
+            head_in = 2 * cfg.lstm_hidden * (cfg.clip_frames - 1)
+        elif cfg.head == "pool":
+            head_in = 4 * cfg.lstm_hidden
+        else:
+            raise ValueError(f"unknown head {cfg.head!r}; valid heads: flatten, pool")
+        self.head = nn.Sequential(nn.Linear(head_in, cfg.head_hidden), nn.ReLU(), nn.Linear(cfg.head_hidden, out_dim))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        out, (h, _) = self.lstm(features)
+        if self.head_kind == "flatten":
+            pooled = out.reshape(out.shape[0], -1)
+        else:
+            pooled = torch.cat([out.mean(dim=1), h[0], h[1]], dim=-1)
+        return self.head(pooled)
+
+
+class SequenceDiscriminator(nn.Module):
+    """Real/fake logit of a clip from [x_t, x_{t+1} - x_t, class]."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.body = BiLSTMHead(cfg, 2 * cfg.pose_dim + cfg.num_classes, 1)
+
+    def forward(self, x: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
+        feats = motion_features(x)
+        cw = per_step(class_weights, x.shape[1])[:, :-1]
+        return self.body(torch.cat([feats, cw], dim=-1)).squeeze(-1)
+
+
+class ActionClassifier(nn.Module):
+    """Action logits of a clip from [x_t, x_{t+1} - x_t]."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.body = BiLSTMHead(cfg, 2 * cfg.pose_dim, cfg.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(motion_features(x))

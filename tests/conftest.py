@@ -1,0 +1,35 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from actiongen.data import DataConfig, load_pose_data
+from synthetic_h36m import write_archive
+
+REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "h36m"
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    """A small synthetic archive: subjects 1 and 5 (train) and 11 (test), all 10 actions, 2 takes each."""
+    return write_archive(tmp_path_factory.mktemp("h36m"))
+
+
+@pytest.fixture(scope="session")
+def synthetic_config(synthetic_root, tmp_path_factory) -> DataConfig:
+    return DataConfig(root=str(synthetic_root), train_subjects=(1, 5), test_subjects=(11,),
+                      cache_dir=str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(synthetic_config):
+    return load_pose_data(synthetic_config)
+
+
+@pytest.fixture(scope="session")
+def real_root() -> Path:
+    if not (REAL_DATA / "cameras.h5").is_file():
+        pytest.skip(f"real Human3.6M data not found at {REAL_DATA}")
+    return REAL_DATA

@@ -1,0 +1,206 @@
+"""Plotly figures as plain dicts: the animated 2D skeleton, the latent path z_t and the class probabilities.
+
+Figures are built as dicts and serialised with `json` instead of through `plotly.graph_objects`: validating
+a `go.Figure` with a few hundred animation frames costs more than the whole model call. Coordinates are
+rounded to 0.1 px, which is invisible on screen and keeps the JSON small.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from .skeleton import BONES
+
+SIDE_COLORS: dict[str, str] = {"left": "#1f77b4", "right": "#d62728", "center": "#444444"}
+SIDE_NAMES: dict[str, str] = {"left": "left side", "right": "right side", "center": "spine / head"}
+PLAY_LABEL, PAUSE_LABEL = "\u25b6 Play", "\u275a\u275a Pause"
+
+
+def side_chains(bones: tuple[tuple[int, int, str], ...] = BONES) -> dict[str, list[int]]:
+    """Joint indices that draw each side as polylines, -1 separating the polylines.
+
+    Consecutive bones that continue each other (child of one is parent of the next) become one polyline,
+    so the left side is two strokes (leg, arm) instead of six two-point segments.
+    """
+    chains: dict[str, list[list[int]]] = {}
+    for parent, child, side in bones:
+        lines = chains.setdefault(side, [])
+        if lines and lines[-1][-1] == parent:
+            lines[-1].append(child)
+        else:
+            lines.append([parent, child])
+    return {side: [j for k, line in enumerate(lines) for j in ([-1] if k else []) + line]
+            for side, lines in chains.items()}
+
+
+CHAINS = side_chains()
+
+
+def polyline_coords(joints: np.ndarray, chain: list[int]) -> tuple[list, list]:
+    """x and y lists (None between strokes) of one side for joints (K, 16, 2), K skeletons one after another."""
+    index = np.asarray(chain)
+    points = np.round(joints[:, np.maximum(index, 0)], 1).astype(np.float64)  # (K, len(chain), 2)
+    gap = np.broadcast_to(index < 0, points.shape[:2])
+    xs, ys = points[..., 0].astype(object), points[..., 1].astype(object)
+    xs[gap] = None
+    ys[gap] = None
+    # a gap between consecutive skeletons too
+    sep = np.full((points.shape[0], 1), None, dtype=object)
+    return (np.concatenate([xs, sep], axis=1).ravel()[:-1].tolist(),
+            np.concatenate([ys, sep], axis=1).ravel()[:-1].tolist())
+
+
+def skeleton_traces(joints: np.ndarray) -> list[dict]:
+    """One trace per side (left, right, center) holding the x/y of all K skeletons in joints (K, 16, 2)."""
+    traces = []
+    for side, chain in CHAINS.items():
+        x, y = polyline_coords(joints, chain)
+        traces.append({"x": x, "y": y})
+    return traces
+
+
+def clip_bounds(joints: np.ndarray, pad: float = 0.12) -> tuple[float, float, float, float]:
+    """(x_min, x_max, y_min, y_max) over every frame of joints (..., 16, 2), padded: the axes stay fixed
+    while the clip plays."""
+    flat = joints.reshape(-1, 2)
+    lo, hi = flat.min(axis=0), flat.max(axis=0)
+    span = max(float((hi - lo).max()), 1e-3)
+    lo, hi = lo - pad * span, hi + pad * span
+    return float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1])
+
+
+def animation_controls(frames: int, fps: float) -> tuple[list[dict], list[dict]]:
+    """Plotly updatemenus (play / pause) and a frame slider for `frames` frames named "0".."frames-1"."""
+    still = {"mode": "immediate", "frame": {"duration": 0, "redraw": False}, "transition": {"duration": 0}}
+    play = {"mode": "immediate", "fromcurrent": True, "frame": {"duration": round(1000 / fps), "redraw": False},
+            "transition": {"duration": 0}}
+    menus = [{
+        "type": "buttons", "direction": "left", "showactive": False, "x": 0.0, "y": 0.0,
+        "xanchor": "left", "yanchor": "top", "pad": {"t": 4, "r": 8},
+        "buttons": [
+            {"label": PLAY_LABEL, "method": "animate", "args": [None, play]},
+            {"label": PAUSE_LABEL, "method": "animate", "args": [[None], still]},
+        ],
+    }]
+    # Every step is labelled so the current-value text can show its frame number; the per-step tick labels
+    # themselves are made transparent (300 numbers under a slider are unreadable).
+    sliders = [{
+        "active": 0, "x": 0.22, "len": 0.78, "y": 0.0, "yanchor": "top", "pad": {"t": 4},
+        "font": {"color": "rgba(0,0,0,0)"}, "ticklen": 0, "minorticklen": 0,
+        "currentvalue": {"prefix": "frame ", "font": {"size": 12, "color": "#444444"}},
+        "steps": [{"method": "animate", "label": str(t), "args": [[str(t)], still]} for t in range(frames)],
+    }]
+    return menus, sliders
+
+
+def skeleton_figure(joints: np.ndarray, fps: float, title: str = "", captions: list[str] | None = None,
+                    revision: str = "", height: int = 460) -> dict:
+    """Animated figure of one clip (T, 16, 2) or K clips (K, T, 16, 2) drawn side by side.
+
+    Joints are in image pixels, y down; the y axis is reversed so people stand upright, and both axes are
+    fixed with equal scale. `revision` goes to layout.datarevision so the page can tell which figure it holds.
+    """
+    clips = joints[None] if joints.ndim == 3 else joints
+    count, frames = clips.shape[:2]
+    x0, x1, y0, y1 = clip_bounds(clips)
+    step = x1 - x0
+    shifted = clips + np.stack([np.arange(count) * step, np.zeros(count)], axis=-1)[:, None, None, :]
+    by_time = shifted.transpose(1, 0, 2, 3)  # (T, K, 16, 2)
+    frame_traces = [skeleton_traces(by_time[t]) for t in range(frames)]
+    data = [{"type": "scatter", "mode": "lines+markers", "name": SIDE_NAMES[side], "hoverinfo": "skip",
+             "line": {"color": SIDE_COLORS[side], "width": 4}, "marker": {"color": SIDE_COLORS[side], "size": 6},
+             **coords} for side, coords in zip(CHAINS, frame_traces[0])]
+    menus, sliders = animation_controls(frames, fps)
+    annotations = [{"x": round(x0 + (k + 0.5) * step, 1), "y": y1, "yanchor": "top", "showarrow": False,
+                    "text": text, "font": {"size": 12}} for k, text in enumerate(captions or [])]
+    layout = {
+        "title": {"text": title, "x": 0.5, "font": {"size": 15}},
+        "height": height,
+        "margin": {"l": 10, "r": 10, "t": 40 if title else 10, "b": 70},
+        "xaxis": {"range": [round(x0, 1), round(x0 + count * step, 1)], "visible": False, "fixedrange": True},
+        "yaxis": {"range": [round(y1, 1), round(y0, 1)], "visible": False, "fixedrange": True,
+                  "scaleanchor": "x", "scaleratio": 1},
+        "showlegend": True,
+        "legend": {"orientation": "h", "x": 0.5, "xanchor": "center", "y": 1.0, "yanchor": "bottom"},
+        "plot_bgcolor": "#ffffff", "paper_bgcolor": "#ffffff",
+        "updatemenus": menus, "sliders": sliders, "annotations": annotations,
+        "datarevision": revision,
+    }
+    frame_list = [{"name": str(t), "data": traces, "traces": list(range(len(traces)))}
+                  for t, traces in enumerate(frame_traces)]
+    return {"data": data, "layout": layout, "frames": frame_list}
+
+
+def pca_2d(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Project (T, d) onto its two main principal axes: (T, 2) and the fraction of variance each explains.
+
+    Signs are fixed (largest loading positive) so the same path always looks the same.
+    """
+    centered = points - points.mean(axis=0)
+    _, singular, axes = np.linalg.svd(centered, full_matrices=False)
+    axes = axes[:2]
+    axes = axes * np.sign(axes[np.arange(len(axes)), np.abs(axes).argmax(axis=1)])[:, None]
+    total = float((singular ** 2).sum())
+    explained = (singular[:2] ** 2) / total if total > 0 else np.zeros(len(axes))
+    projected = centered @ axes.T
+    if projected.shape[1] < 2:  # a single latent dimension: draw it on a flat line
+        projected = np.pad(projected, ((0, 0), (0, 2 - projected.shape[1])))
+        explained = np.pad(explained, (0, 2 - len(explained)))
+    return projected, explained
+
+
+def latent_path_figure(latents: np.ndarray, fps: float, height: int = 320) -> dict:
+    """The latent path z_t (T, d) projected by PCA, coloured by time, start and end marked."""
+    path, explained = pca_2d(np.asarray(latents, dtype=np.float64))
+    path = np.round(path, 3)
+    x, y = path[:, 0].tolist(), path[:, 1].tolist()
+    seconds = np.round(np.arange(len(path)) / fps, 2).tolist()
+    data = [
+        {"type": "scatter", "mode": "lines", "x": x, "y": y, "line": {"color": "#bbbbbb", "width": 1.5},
+         "hoverinfo": "skip", "showlegend": False},
+        {"type": "scatter", "mode": "markers", "x": x, "y": y, "name": "z_t", "showlegend": False,
+         "customdata": seconds, "hovertemplate": "t = %{customdata} s<extra></extra>",
+         "marker": {"color": seconds, "colorscale": "Viridis", "size": 7,
+                    "colorbar": {"title": {"text": "time (s)"}, "thickness": 12}}},
+        {"type": "scatter", "mode": "markers+text", "x": [x[0]], "y": [y[0]], "name": "start", "text": ["start"],
+         "textposition": "top center", "marker": {"symbol": "circle-open", "size": 16, "color": "#2ca02c",
+                                                   "line": {"width": 3}}},
+        {"type": "scatter", "mode": "markers+text", "x": [x[-1]], "y": [y[-1]], "name": "end", "text": ["end"],
+         "textposition": "top center", "marker": {"symbol": "x", "size": 14, "color": "#d62728"}},
+    ]
+    layout = {
+        "title": {"text": "Latent path z<sub>t</sub> (PCA of 12-d latents)", "x": 0.5, "font": {"size": 14}},
+        "height": height, "margin": {"l": 50, "r": 10, "t": 40, "b": 45}, "showlegend": False,
+        "xaxis": {"title": {"text": f"PC1 ({100 * explained[0]:.0f}% var)"}, "zeroline": False},
+        "yaxis": {"title": {"text": f"PC2 ({100 * explained[1]:.0f}% var)"}, "zeroline": False},
+        "plot_bgcolor": "#ffffff", "paper_bgcolor": "#ffffff",
+    }
+    return {"data": data, "layout": layout}
+
+
+def probability_figure(probabilities: np.ndarray, actions: tuple[str, ...], requested: np.ndarray,
+                       height: int = 320) -> dict:
+    """Horizontal bars of the classifier's probabilities; bars of the requested action(s) highlighted.
+
+    `requested` is the mean class weight (10,) of the clip, so blends highlight both actions.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    colors = ["#ff7f0e" if w > 0 else "#9ecae1" for w in np.asarray(requested)]
+    data = [{"type": "bar", "orientation": "h", "x": np.round(probabilities, 4).tolist(), "y": list(actions),
+             "marker": {"color": colors}, "text": [f"{100 * p:.0f}%" for p in probabilities],
+             "textposition": "outside", "cliponaxis": False,
+             "hovertemplate": "%{y}: %{x:.1%}<extra></extra>"}]
+    layout = {
+        "title": {"text": "Classifier: which action is this?", "x": 0.5, "font": {"size": 14}},
+        "height": height, "margin": {"l": 95, "r": 30, "t": 40, "b": 40},
+        "xaxis": {"range": [0, 1.15], "tickformat": ".0%", "title": {"text": "probability"}},
+        "yaxis": {"autorange": "reversed"},
+        "plot_bgcolor": "#ffffff", "paper_bgcolor": "#ffffff",
+    }
+    return {"data": data, "layout": layout}
+
+
+def figure_json(figure: dict) -> str:
+    """Compact JSON of a figure dict (what the browser receives)."""
+    return json.dumps(figure, separators=(",", ":"))

@@ -286,6 +286,15 @@ def test_camera_missing_from_cameras_file_is_named(tmp_path):
     load_expecting_error(cfg, str(root / "cameras.h5"), "'12345678'")
 
 
+@pytest.mark.parametrize("action", ["walking", "Walk", "SittingDown 1"])
+def test_unknown_action_in_config_lists_the_valid_names(synthetic_root, action):
+    cfg = DataConfig(root=str(synthetic_root), actions=("Sitting", action), cache_dir=None)
+    with pytest.raises(ValueError, match="valid actions") as err:
+        load_pose_data(cfg)
+    assert repr(action) in str(err.value)
+    assert all(name in str(err.value) for name in ACTIONS + ("WalkDog", "WalkTogether"))
+
+
 # ----------------------------------------------------------------------------- cache
 
 def assert_same_data(a, b) -> None:
@@ -426,6 +435,12 @@ def test_clip_dataset_enumerates_every_start_step(synthetic_data, start_step):
     np.testing.assert_array_equal(dataset.clips[0], vectors[0:CLIP_SPAN:3])
     np.testing.assert_array_equal(dataset.clips[per_sequence - 1], vectors[last_start:last_start + CLIP_SPAN:3])
     assert set(dataset.labels[:per_sequence]) == {ACTIONS.index(first.action)}
+
+
+@pytest.mark.parametrize("start_step", [0, -10])
+def test_clip_dataset_rejects_a_non_positive_start_step(synthetic_data, start_step):
+    with pytest.raises(ValueError, match=f"start_step must be a positive number of frames; got {start_step}"):
+        ClipDataset(synthetic_data, "test", start_step=start_step)
 
 
 def test_clip_dataset_items_and_classes(synthetic_data):

@@ -1,0 +1,158 @@
+"""What both training stages share: arguments, run directory, atomic resumable state, logs and plots."""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from actiongen.checkpoint import atomic_write_bytes  # noqa: E402
+from actiongen.data import DataConfig, default_data_root  # noqa: E402
+from actiongen.skeleton import BONES  # noqa: E402
+
+SIDE_COLORS = {"left": "#1f77b4", "right": "#d62728", "center": "#333333"}
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data-root", default=str(default_data_root()), help="unpacked Human3.6M h36m archive")
+    p.add_argument("--out", required=True, help="run directory (state, logs, samples)")
+    p.add_argument("--preset", choices=["paper", "fast"], default="fast",
+                   help="paper: the seed's hyperparameters; fast: the shipped CPU-budget variant")
+    p.add_argument("--steps", type=int, help="generator steps (stage 1) or iterations (stage 2)")
+    p.add_argument("--batch", type=int, help="batch size")
+    p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/state.pt")
+    p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between saved states")
+    p.add_argument("--sample-every", type=int, default=2000, help="steps between sample sheets")
+    p.add_argument("--log-every", type=int, default=50, help="steps between metric log lines")
+    return p
+
+
+def apply_preset(args: argparse.Namespace, presets: dict[str, dict]) -> argparse.Namespace:
+    """Fill every option the user left unset from the chosen preset."""
+    for key, value in presets[args.preset].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    return args
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise SystemExit(f"error: unknown device {name!r}; valid: auto, cpu, cuda, cuda:N")
+    return torch.device(name)
+
+
+def setup(args: argparse.Namespace) -> tuple[torch.device, DataConfig]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    return pick_device(args.device), DataConfig(root=args.data_root)
+
+
+def save_state(run_dir: Path | str, state: dict) -> None:
+    """Write the full training state atomically: a killed run finds the previous state intact."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(Path(run_dir) / "state.pt", buffer.getvalue())
+
+
+def load_state(run_dir: Path | str) -> dict:
+    path = Path(run_dir) / "state.pt"
+    if not path.is_file():
+        raise SystemExit(f"error: --resume given but {path} does not exist")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def rng_state(sampler_rng: np.random.Generator) -> dict:
+    return {"torch": torch.get_rng_state(), "numpy_sampler": sampler_rng.bit_generator.state}
+
+
+def restore_rng(state: dict, sampler_rng: np.random.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    sampler_rng.bit_generator.state = state["numpy_sampler"]
+
+
+def check_finite(step: int, losses: dict[str, float]) -> None:
+    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+    if bad:
+        raise FloatingPointError(f"non-finite loss at step {step}: {bad}; lower --lr or resume from the "
+                                 "last state with --resume")
+
+
+class MetricLog:
+    """Appends one JSON line per logged step and redraws the loss curves from the whole log."""
+
+    def __init__(self, run_dir: Path | str) -> None:
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.plot_path = Path(run_dir) / "losses.png"
+        self.start = time.time()
+
+    def truncate_after(self, step: int) -> None:
+        """Drop lines past `step` (written after the state a resumed run restarts from)."""
+        if self.path.is_file():
+            lines = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+            self.path.write_text("".join(ln + "\n" for ln in lines))
+
+    def append(self, step: int, values: dict[str, float]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, "time": round(time.time() - self.start, 2), **values}) + "\n")
+
+    def plot(self) -> None:
+        rows = [json.loads(ln) for ln in self.path.read_text().splitlines() if ln]
+        keys = [k for k in rows[0] if k not in ("step", "time")]
+        fig, axes = plt.subplots(len(keys), 1, figsize=(7, 1.8 * len(keys)), sharex=True, squeeze=False)
+        steps = [r["step"] for r in rows]
+        for ax, key in zip(axes[:, 0], keys):
+            ax.plot(steps, [r[key] for r in rows], lw=0.8)
+            ax.set_ylabel(key, fontsize=8)
+            ax.grid(alpha=0.3)
+        axes[-1, 0].set_xlabel("step")
+        fig.tight_layout()
+        fig.savefig(self.plot_path, dpi=90)
+        plt.close(fig)
+
+
+def draw_pose(ax, joints: np.ndarray, dx: float = 0.0, alpha: float = 1.0) -> None:
+    for parent, child, side in BONES:
+        ax.plot([joints[parent, 0] + dx, joints[child, 0] + dx], [joints[parent, 1], joints[child, 1]],
+                color=SIDE_COLORS[side], lw=1.2, alpha=alpha)
+
+
+def save_sample_sheet(path: Path | str, rows: list[tuple[str, np.ndarray]], frames_shown: int = 8) -> None:
+    """One row per (title, clips (K, T, 16, 2)): each clip as a strip of evenly spaced frames."""
+    k = rows[0][1].shape[0]
+    fig, axes = plt.subplots(len(rows), k, figsize=(3.2 * k, 1.3 * len(rows)), squeeze=False)
+    for r, (title, clips) in enumerate(rows):
+        for c in range(k):
+            ax = axes[r, c]
+            clip = clips[c]
+            for i, t in enumerate(np.linspace(0, len(clip) - 1, frames_shown).round().astype(int)):
+                draw_pose(ax, clip[t], dx=140.0 * i)
+            ax.set_xlim(-150, 140 * (frames_shown - 1) + 150)
+            ax.set_ylim(230, -230)
+            ax.set_aspect("equal")
+            ax.axis("off")
+        axes[r, 0].set_title(title, fontsize=8, loc="left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=70)
+    plt.close(fig)

@@ -1,0 +1,191 @@
+"""Stage 2: smooth latent transitions. Trains the transition generator and the action classifier
+against the sequence discriminator on top of the frozen stage-1 pose decoder, then exports the bundle.
+
+    python -m train.stage2_sequence --stage1 runs/stage1 --out runs/stage2 --export assets/actiongen.json
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from actiongen.checkpoint import Bundle, save_bundle
+from actiongen.data import ClipSampler, load_pose_data, vectors_to_joints
+from actiongen.models import (ActionClassifier, LatentTransitionGenerator, ModelConfig, PoseDecoder,
+                              SequenceDiscriminator)
+from train.common import (MetricLog, apply_preset, base_parser, check_finite, load_state, restore_rng,
+                          rng_state, save_sample_sheet, save_state, setup)
+
+# "paper": the seed's recipe (flattened bi-LSTM heads, z free to drift, lr 1e-4 halved every 15k).
+# "fast": pooled heads (25x fewer head weights, ~4x faster per iteration), z kept in the decoder's
+# [-1, 1] box, a higher learning rate and an R1 penalty on real clips to keep the discriminator smooth.
+PRESETS = {
+    "paper": dict(steps=12_500, batch=32, lr=1e-4, lr_decay_every=15_000, head="flatten", clamp_latent=False,
+                  r1_weight=0.0, g_steps=2),
+    "fast": dict(steps=6_000, batch=32, lr=2e-4, lr_decay_every=2_500, head="pool", clamp_latent=True,
+                 r1_weight=1.0, g_steps=2),
+}
+SMOOTH_WEIGHT, SHIFT_WEIGHT, CLASS_WEIGHT = 1e-4, 0.1, 0.01
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = base_parser(__doc__.splitlines()[0])
+    p.add_argument("--stage1", required=True, help="stage-1 run directory (its state.pt holds the decoder)")
+    p.add_argument("--export", help="also write the inference bundle here (e.g. assets/actiongen.json)")
+    p.add_argument("--lr-decay-every", type=int, help="halve the learning rate every N iterations")
+    p.add_argument("--head", choices=["flatten", "pool"], help="discriminator/classifier head")
+    p.add_argument("--clamp-latent", type=lambda s: s.lower() in ("1", "true", "yes"), help="keep z in [-1,1]")
+    p.add_argument("--r1-weight", type=float, help="R1 gradient penalty on real clips (0: off)")
+    p.add_argument("--g-steps", type=int, help="generator steps per discriminator step")
+    return apply_preset(p.parse_args(argv), PRESETS)
+
+
+def generator_loss(d_fake_logits: torch.Tensor, frames: torch.Tensor, shifts: torch.Tensor,
+                   ce_real: torch.Tensor, ce_fake: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The seed's objective: GAN + 1e-4 smoothness + 0.1 shift magnitude + 0.01 (CE real + CE fake)."""
+    gan = F.binary_cross_entropy_with_logits(d_fake_logits, torch.ones_like(d_fake_logits))
+    smooth = (frames[:, 1:] - frames[:, :-1]).pow(2).sum(dim=(1, 2)).mean()
+    shift = shifts.pow(2).sum()  # summed over the batch too, as in the seed
+    total = gan + SMOOTH_WEIGHT * smooth + SHIFT_WEIGHT * shift + CLASS_WEIGHT * (ce_real + ce_fake)
+    return {"total": total, "gan": gan, "smooth": smooth, "shift": shift}
+
+
+def load_decoder(stage1_dir: str, cfg: ModelConfig) -> tuple[PoseDecoder, dict]:
+    state = load_state(stage1_dir)
+    if state.get("stage") != 1:
+        raise SystemExit(f"error: {stage1_dir}/state.pt is not a stage-1 state")
+    decoder = PoseDecoder(cfg)
+    decoder.load_state_dict(state["decoder"])
+    decoder.eval().requires_grad_(False)  # frozen, BatchNorm on its running statistics
+    return decoder, state
+
+
+def code_version() -> str:
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    device, data_cfg = setup(args)
+    data = load_pose_data(data_cfg)
+    sampler = ClipSampler(data, "train", seed=args.seed)
+    cfg = ModelConfig(num_classes=len(data_cfg.actions), head=args.head, clamp_latent=args.clamp_latent,
+                      clip_frames=data_cfg.clip_frames)
+    decoder, stage1 = load_decoder(args.stage1, cfg)
+    transition = LatentTransitionGenerator(cfg, decoder).to(device)
+    classifier = ActionClassifier(cfg).to(device)
+    discriminator = SequenceDiscriminator(cfg).to(device)
+    g_params = [p for n, p in transition.named_parameters() if not n.startswith("decoder.")]
+    opt_g = torch.optim.Adam(g_params + list(classifier.parameters()), lr=args.lr, betas=(0.5, 0.9))
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=args.lr, betas=(0.5, 0.9))
+    sched_g = torch.optim.lr_scheduler.StepLR(opt_g, args.lr_decay_every, gamma=0.5)
+    sched_d = torch.optim.lr_scheduler.StepLR(opt_d, args.lr_decay_every, gamma=0.5)
+    log = MetricLog(args.out)
+    start, elapsed = 0, 0.0
+    if args.resume:
+        state = load_state(args.out)
+        for obj, key in ((transition, "transition"), (classifier, "classifier"), (discriminator, "discriminator"),
+                         (opt_g, "opt_g"), (opt_d, "opt_d"), (sched_g, "sched_g"), (sched_d, "sched_d")):
+            obj.load_state_dict(state[key])
+        restore_rng(state["rng"], sampler.rng)
+        start, elapsed = state["step"], state["elapsed"]
+        log.truncate_after(start)
+
+    def snapshot(step: int) -> dict:
+        return {"stage": 2, "step": step, "elapsed": elapsed + time.time() - t0, "model": cfg.to_dict(),
+                "args": vars(args), "transition": transition.state_dict(), "classifier": classifier.state_dict(),
+                "discriminator": discriminator.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                "sched_g": sched_g.state_dict(), "sched_d": sched_d.state_dict(), "rng": rng_state(sampler.rng)}
+
+    def generate(cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z0, noise = transition.sample_inputs(cond.shape[0], data_cfg.clip_frames, device=device)
+        frames, _, shifts = transition(z0, noise, cond)
+        return frames, shifts
+
+    t0 = time.time()
+    bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="stage 2", dynamic_ncols=True)
+    for step in bar:
+        real, labels = sampler.clips(args.batch)
+        real, labels = real.to(device), labels.to(device)
+        cond = F.one_hot(labels, cfg.num_classes).float()
+
+        with torch.no_grad():
+            fake, _ = generate(cond)
+        real.requires_grad_(args.r1_weight > 0)
+        d_real = discriminator(real, cond)
+        d_fake = discriminator(fake, cond)
+        loss_d = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+                  + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+        if args.r1_weight > 0:
+            grad, = torch.autograd.grad(d_real.sum(), real, create_graph=True)
+            loss_d = loss_d + 0.5 * args.r1_weight * grad.pow(2).sum(dim=(1, 2)).mean()
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        real = real.detach()
+
+        for _ in range(args.g_steps):
+            fake, shifts = generate(cond)
+            logits_real, logits_fake = classifier(real), classifier(fake)
+            ce_real = F.cross_entropy(logits_real, labels)
+            ce_fake = F.cross_entropy(logits_fake, labels)
+            losses = generator_loss(discriminator(fake, cond), fake, shifts, ce_real, ce_fake)
+            opt_g.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            opt_g.step()
+        sched_g.step()
+        sched_d.step()
+
+        done = step + 1
+        if done % args.log_every == 0 or done == args.steps:
+            values = {"loss_d": loss_d.item(), **{f"g_{k}": v.item() for k, v in losses.items()},
+                      "ce_real": ce_real.item(), "ce_fake": ce_fake.item(),
+                      "acc_real": (logits_real.argmax(1) == labels).float().mean().item(),
+                      "acc_fake": (logits_fake.argmax(1) == labels).float().mean().item(),
+                      "d_real": torch.sigmoid(d_real).mean().item(), "d_fake": torch.sigmoid(d_fake).mean().item(),
+                      "lr": sched_g.get_last_lr()[0]}
+            check_finite(done, values)
+            log.append(done, values)
+            bar.set_postfix(d=f"{values['loss_d']:.3f}", g=f"{values['g_gan']:.3f}", acc=f"{values['acc_fake']:.2f}")
+        if done % args.checkpoint_every == 0 or done == args.steps:
+            save_state(args.out, snapshot(done))
+        if done % args.sample_every == 0 or done == args.steps:
+            log.plot()
+            with torch.no_grad():
+                rows = [(name, vectors_to_joints(generate(F.one_hot(torch.full((4,), c), cfg.num_classes).float()
+                                                          .to(device))[0], data.stats))
+                        for c, name in enumerate(data_cfg.actions)]
+            save_sample_sheet(f"{args.out}/samples_{done:06d}.png", rows)
+    bar.close()
+    total = elapsed + time.time() - t0
+    print(f"stage 2 done: {args.steps} iterations, {total / 60:.1f} min, state in {args.out}/state.pt")
+
+    meta = {
+        "data": {**data_cfg.provenance(), "mean_hip_depth_mm": data.stats.mean_hip_depth},
+        "training": {
+            "stage1": {"steps": stage1["step"], "minutes": round(stage1["elapsed"] / 60, 2),
+                       "preset": stage1["args"]["preset"], "batch": stage1["args"]["batch"]},
+            "stage2": {"steps": args.steps, "minutes": round(total / 60, 2), "preset": args.preset,
+                       "batch": args.batch, "lr": args.lr, "r1_weight": args.r1_weight},
+            "device": str(device), "seed": args.seed,
+        },
+        "code_version": code_version(),
+        "fps": 50.0 / data_cfg.frame_stride,
+    }
+    bundle = Bundle(cfg, data.stats, data_cfg.actions, transition.cpu(), classifier.cpu(), meta)
+    for target in filter(None, [f"{args.out}/actiongen.json", args.export]):
+        json_path, weights_path = save_bundle(target, bundle)
+        print(f"bundle written: {json_path} + {weights_path.name}")
+
+
+if __name__ == "__main__":
+    main()

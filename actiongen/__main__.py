@@ -1,0 +1,6 @@
+"""`python -m actiongen ...`: the command line of actiongen.cli."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,227 @@
+"""Command line: `actiongen <command> ...` or `python -m actiongen <command> ...` (examples in EXAMPLES).
+
+The output format follows the suffix of --out: .gif .mp4 .png (filmstrip) .npz .json.
+Bad arguments print one line `actiongen: error: ...` on stderr and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import NoReturn, Sequence
+
+from tqdm.auto import tqdm
+
+from . import render
+from .generator import Generator, Sample
+from .skeleton import ACTIONS
+
+PROG = "actiongen"
+EXAMPLES = """examples:
+  actiongen sample --action Walking --seed 3 --frames 100 --out walk.gif
+  actiongen mix Walking=0.5 Phoning=0.5 --seed 3 --out mix.mp4
+  actiongen transition --action Walking --to-action Phoning --transition 20:40 --out switch.gif
+  actiongen interpolate --action Walking --seed 1 --to-seed 2 --steps 8 --out strip.gif
+  actiongen sample-all --per-class 5 --out samples.npz"""
+DIR_FORMATS = ("gif", "mp4", "png", "npz", "json")
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors as a single line, like every other error of this command."""
+
+    def error(self, message: str) -> NoReturn:
+        report(f"{message} (see `{self.prog} --help`)")
+        sys.exit(2)
+
+
+def report(message: str) -> None:
+    print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------- argument types
+
+def parse_mix(text: str) -> dict[str, float]:
+    """"Walking=0.5,Phoning=0.5" (or space-separated pairs) -> {"Walking": 0.5, "Phoning": 0.5}."""
+    weights: dict[str, float] = {}
+    for item in text.replace(",", " ").split():
+        name, _, value = item.partition("=")
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            name = ""
+        if not name:
+            raise argparse.ArgumentTypeError(f"mix entries are NAME=WEIGHT, e.g. Walking=0.5,Phoning=0.5; got {item!r}")
+    if not weights:
+        raise argparse.ArgumentTypeError("empty mix; give NAME=WEIGHT pairs, e.g. Walking=0.5,Phoning=0.5")
+    return weights
+
+
+def parse_range(text: str) -> tuple[int, int]:
+    """"20:40" -> (20, 40)."""
+    start, sep, end = text.partition(":")
+    try:
+        return int(start), int(end)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a frame range is START:END, e.g. 20:40; got {text!r}") from None
+
+
+def export_path(text: str) -> Path:
+    path = Path(text)
+    if path.suffix.lower() not in render.EXPORT_SUFFIXES:
+        raise argparse.ArgumentTypeError(f"{text!r} needs one of the suffixes "
+                                         f"{', '.join(render.EXPORT_SUFFIXES)}")
+    return path
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number; got {text!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------- the parser
+
+def build_parser() -> Parser:
+    actions = ", ".join(ACTIONS)
+    common = Parser(add_help=False)
+    common.add_argument("--checkpoint", type=Path, metavar="PATH", help="model bundle .json (default: the shipped assets/actiongen.json)")
+    common.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    clip = Parser(add_help=False)
+    clip.add_argument("--seed", type=int, default=0, metavar="N", help="random seed in [0, 2**32) (default 0)")
+    clip.add_argument("--frames", type=int, default=50, metavar="T", help="clip length in frames at 50/3 fps, 2 to 1000 "
+                                                             "(default 50 = 3 s)")
+    out = Parser(add_help=False)
+    out.add_argument("--out", type=export_path, required=True, metavar="FILE", help="output file: .gif .mp4 .png .npz or .json")
+    out.add_argument("--size", type=positive, default=256, metavar="PX", help="pixels per clip panel of .gif/.mp4/.png (default 256)")
+
+    parser = Parser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                    description=f"Generate 2D human-action skeleton clips with the ActionGen model.\n\n{EXAMPLES}",
+                    epilog=f"actions: {actions}\nRun `{PROG} <command> --help` for a command's options.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+    parents = [common, clip, out]
+
+    sample = commands.add_parser("sample", parents=parents, help="one clip of an action or a mix",
+                                 description="One clip; optionally a mix, an A -> B transition, or a latent "
+                                             "interpolation towards another seed.")
+    add_action_options(sample, actions)
+    sample.add_argument("--to-action", metavar="ACTION", help="move to this action over --transition (default: the whole clip)")
+    sample.add_argument("--transition", type=parse_range, metavar="START:END", help="frames of the A -> B change")
+    sample.add_argument("--to-seed", type=int, metavar="N", help="interpolate the latent path towards this seed")
+    sample.add_argument("--alpha", type=float, help="interpolation amount in [0, 1] (default 0.5 with --to-seed)")
+    sample.set_defaults(run=run_sample)
+
+    mix = commands.add_parser("mix", parents=parents, help="one clip of a weighted mix of actions",
+                              description="One clip of a mix of actions; weights are normalised to sum to 1.")
+    mix.add_argument("mix", nargs="+", type=parse_mix, metavar="NAME=WEIGHT",
+                     help=f"e.g. Walking=0.5 Phoning=0.5 ({actions})")
+    mix.set_defaults(run=run_sample, action=None, to_action=None, transition=None, to_seed=None, alpha=None)
+
+    transition = commands.add_parser("transition", parents=parents, help="one clip going from action A to B",
+                                     description="One clip whose class weights move linearly from --action to "
+                                                 "--to-action between the START and END frames.")
+    transition.add_argument("--action", required=True, help=f"the starting action ({actions})")
+    transition.add_argument("--to-action", required=True, metavar="ACTION", help="the action to end in")
+    transition.add_argument("--transition", type=parse_range, metavar="START:END",
+                            help="frames of the change (default: the whole clip)")
+    transition.set_defaults(run=run_sample, mix=None, to_seed=None, alpha=None)
+
+    interpolate = commands.add_parser("interpolate", parents=parents, help="clips from seed A to seed B side by side",
+                                      description="An interpolation strip: STEPS clips from --seed (alpha 0) to "
+                                                  "--to-seed (alpha 1), drawn side by side and animated together.")
+    add_action_options(interpolate, actions)
+    interpolate.add_argument("--to-seed", type=int, required=True, metavar="N", help="the seed at alpha = 1")
+    interpolate.add_argument("--steps", type=int, default=8, metavar="K", help="number of clips, 2 to 64 (default 8)")
+    interpolate.set_defaults(run=run_interpolate)
+
+    sample_all = commands.add_parser("sample-all", parents=[common, clip], help="N clips of every action",
+                                     description="N clips of every action with seeds SEED..SEED+N-1: one .npz "
+                                                 "(poses (N, T, 16, 2), labels, actions) or a directory of files.")
+    sample_all.add_argument("--per-class", type=positive, required=True, metavar="N", help="clips per action")
+    sample_all.add_argument("--out", type=Path, required=True, metavar="PATH", help="FILE.npz, or a directory for one file per clip")
+    sample_all.add_argument("--format", choices=DIR_FORMATS, default="gif", help="file format in a directory "
+                                                                                 "(default gif)")
+    sample_all.add_argument("--size", type=positive, default=256, metavar="PX", help="pixels per clip of .gif/.mp4/.png")
+    sample_all.set_defaults(run=run_sample_all)
+    return parser
+
+
+def add_action_options(parser: argparse.ArgumentParser, actions: str) -> None:
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--action", help=f"action name, case-insensitive ({actions})")
+    which.add_argument("--mix", type=parse_mix, metavar="NAME=W,...", help="a mix, e.g. Walking=0.5,Phoning=0.5")
+
+
+# ----------------------------------------------------------------------------- commands
+
+def load_generator(args: argparse.Namespace) -> Generator:
+    return Generator.load(args.checkpoint, device=args.device)
+
+
+def describe(sample: Sample, actions: Sequence[str]) -> str:
+    text = f"{sample.action_label}, seed {sample.seed}, {sample.frames} frames"
+    if sample.seed_b is not None:
+        text += f", alpha {sample.alpha:g} towards seed {sample.seed_b}"
+    if sample.probabilities is not None:
+        best = int(sample.probabilities.argmax())
+        text += f"; classifier: {actions[best]} {100 * sample.probabilities[best]:.0f}%"
+    return text
+
+
+def run_sample(args: argparse.Namespace) -> None:
+    action = args.action
+    if args.mix is not None:  # one dict from `sample --mix`, a list of them from `mix`
+        mixes = args.mix if isinstance(args.mix, list) else [args.mix]
+        action = {name: weight for mix in mixes for name, weight in mix.items()}
+    alpha = args.alpha if args.alpha is not None else (0.5 if args.to_seed is not None else 0.0)
+    gen = load_generator(args)
+    sample = gen.sample(action, args.seed, args.frames, to_action=args.to_action, transition=args.transition,
+                        seed_b=args.to_seed, alpha=alpha)
+    path = render.export(sample, args.out, size=args.size)
+    print(f"wrote {path}: {describe(sample, gen.actions)}")
+
+
+def run_interpolate(args: argparse.Namespace) -> None:
+    gen = load_generator(args)
+    strip = gen.interpolation_strip(args.mix or args.action, args.seed, args.to_seed, steps=args.steps,
+                                    frames=args.frames)
+    path = render.export(strip, args.out, size=args.size)
+    print(f"wrote {path}: {len(strip)} clips of {strip[0].action_label}, seed {args.seed} -> {args.to_seed}")
+
+
+def run_sample_all(args: argparse.Namespace) -> None:
+    suffix = args.out.suffix.lower()
+    if suffix and suffix != ".npz":
+        raise ValueError(f"--out {args.out} must be a .npz file or a directory (no suffix)")
+    gen = load_generator(args)
+    seeds = [args.seed + k for k in range(args.per_class)]
+    batch = gen.sample_many([a for a in gen.actions for _ in seeds], seeds * len(gen.actions), args.frames,
+                            progress=True)
+    if suffix == ".npz":
+        print(f"wrote {render.save_npz(batch, args.out)}: {len(batch)} clips, {args.per_class} per action")
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
+    for i in tqdm(range(len(batch)), desc="writing", unit="file", leave=False, disable=None):
+        sample = batch[i]
+        render.export(sample, args.out / f"{gen.actions[batch.labels[i]]}_seed{sample.seed}.{args.format}",
+                      size=args.size)
+    print(f"wrote {len(batch)} .{args.format} files to {args.out}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; the exit status is 0 on success, 2 for bad arguments, 1 if a file cannot be written."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except ValueError as err:  # bad values, including a missing or broken checkpoint (CheckpointError)
+        report(str(err))
+        return 2
+    except OSError as err:
+        report(str(err))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

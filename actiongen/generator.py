@@ -1,0 +1,342 @@
+"""The one way to generate motion: `Generator.load()` then `sample()`, `sample_many()` or
+`interpolation_strip()`.
+
+Every random number of a clip comes from a `torch.Generator` seeded with that clip's seed (z_0 first, then
+the per-step noise), so the same arguments give the same clip on every call, in every process and thread,
+and no global RNG state is touched. The network itself runs batched; a row of `sample_many` depends only on
+its own action and seed.
+
+Class weights may change per time step, so one code path serves plain actions, mixes
+({"Walking": 0.5, "Phoning": 0.5}) and A -> B transitions over a frame range.
+"""
+from __future__ import annotations
+
+import math
+import operator
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence, Union
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import Bundle, CheckpointError, bundle_paths, load_bundle
+from .data import NormStats, vectors_to_joints
+from .skeleton import ACTIONS, action_index
+
+FPS = 50.0 / 3.0  # 50 Hz mocap, every third frame
+MIN_FRAMES, MAX_FRAMES = 2, 1000
+SEED_LIMIT = 2**32
+MAX_STRIP_STEPS = 64
+# Rows per network call in sample_many: keeps the decoder's (rows * T, 1024) activations cache-sized.
+CHUNK_ROWS = 128
+
+ActionSpec = Union[str, Mapping[str, float]]
+
+
+@dataclass
+class Sample:
+    """One generated clip. `probabilities` is None only when sampled with classify=False."""
+
+    joints: np.ndarray  # (T, 16, 2) float32, dataset units, hip at the origin, y pointing down
+    latents: np.ndarray  # (T, latent_dim) float32, the path z_0..z_{T-1}
+    class_weights: np.ndarray  # (T, num_classes) float32, each row sums to 1
+    probabilities: np.ndarray | None  # (num_classes,) float32, the model classifier's softmax
+    fps: float
+    action_label: str
+    seed: int
+    frames: int
+    seed_b: int | None = None  # set for a latent interpolation towards seed_b
+    alpha: float = 0.0
+    actions: tuple[str, ...] = ACTIONS  # the names of the class_weights and probabilities columns
+
+
+@dataclass
+class SampleBatch:
+    """Many clips of the same length; row i is what `sample(actions[i], seeds[i], frames)` returns."""
+
+    joints: np.ndarray  # (N, T, 16, 2)
+    latents: np.ndarray  # (N, T, latent_dim)
+    class_weights: np.ndarray  # (N, T, num_classes)
+    probabilities: np.ndarray | None  # (N, num_classes)
+    labels: np.ndarray  # (N,) int64, index of each row's largest class weight
+    seeds: np.ndarray  # (N,) int64
+    action_labels: list[str]
+    fps: float
+    actions: tuple[str, ...] = ACTIONS
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> Sample:
+        return Sample(self.joints[i], self.latents[i], self.class_weights[i],
+                      None if self.probabilities is None else self.probabilities[i],
+                      self.fps, self.action_labels[i], int(self.seeds[i]), self.joints.shape[1],
+                      actions=self.actions)
+
+
+# ----------------------------------------------------------------------------- input checks
+
+def check_seed(seed: object, name: str = "seed") -> int:
+    if isinstance(seed, bool):
+        raise ValueError(f"{name} must be an integer in [0, 2**32); got {seed!r}")
+    try:
+        value = operator.index(seed)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer in [0, 2**32); got {seed!r}") from None
+    if not 0 <= value < SEED_LIMIT:
+        raise ValueError(f"{name} must be in [0, 2**32) = [0, {SEED_LIMIT - 1}]; got {value}")
+    return value
+
+
+def check_frames(frames: object) -> int:
+    if isinstance(frames, bool):
+        raise ValueError(f"frames must be an integer in [{MIN_FRAMES}, {MAX_FRAMES}]; got {frames!r}")
+    try:
+        value = operator.index(frames)
+    except TypeError:
+        raise ValueError(f"frames must be an integer in [{MIN_FRAMES}, {MAX_FRAMES}]; got {frames!r}") from None
+    if not MIN_FRAMES <= value <= MAX_FRAMES:
+        raise ValueError(f"frames must be in [{MIN_FRAMES}, {MAX_FRAMES}]; got {value}")
+    return value
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """"auto" -> CUDA when available, else CPU; ValueError for an unknown or unavailable device."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:<index>") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use 'cpu' or 'auto'")
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r}; valid: auto, cpu, cuda, cuda:<index>")
+    return resolved
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Spherical interpolation along the last axis; linear where a and b are (anti)parallel and the arc is
+    undefined. Exact at alpha 0 and 1: the coefficients are then sin(x) / sin(x) == 1 and sin(0) == 0."""
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=-1).clamp(-1.0, 1.0)[..., None]
+    theta = torch.arccos(cos)
+    sin = torch.sin(theta)
+    spherical = torch.sin((1.0 - alpha) * theta) / sin * a + torch.sin(alpha * theta) / sin * b
+    return torch.where(sin > 1e-6, spherical, (1.0 - alpha) * a + alpha * b)
+
+
+# ----------------------------------------------------------------------------- the generator
+
+class Generator:
+    """A loaded model bundle on one device. Thread-safe: calls share no mutable state."""
+
+    _cache: dict[tuple, "Generator"] = {}
+    _cache_lock = threading.Lock()
+
+    def __init__(self, bundle: Bundle, device: str | torch.device = "cpu") -> None:
+        self.device = resolve_device(device)
+        self.bundle = bundle
+        # Eval mode matters: the decoder's BatchNorm must use its running statistics.
+        bundle.transition.to(self.device).eval()
+        bundle.classifier.to(self.device).eval()
+        self.actions: tuple[str, ...] = tuple(bundle.actions)
+        self.stats: NormStats = bundle.stats
+        self.fps = float(bundle.meta.get("fps", FPS))
+
+    @classmethod
+    def load(cls, path: Path | str | None = None, device: str | torch.device = "auto") -> "Generator":
+        """The bundle at `path` (None: the shipped assets/actiongen.json) on `device`, loaded once per
+        process for each resolved path, device and file version; CheckpointError if missing or broken."""
+        resolved = resolve_device(device)
+        json_path, weights_path = bundle_paths(path)
+        json_path = json_path.resolve()
+        versions = tuple(p.stat().st_mtime_ns if p.is_file() else None for p in (json_path, weights_path))
+        key = (json_path, str(resolved), versions)
+        with cls._cache_lock:
+            if key not in cls._cache:
+                cls._cache[key] = cls(load_bundle(json_path, resolved), resolved)
+            return cls._cache[key]
+
+    # -- class weights
+
+    def class_weights_of(self, action: ActionSpec) -> np.ndarray:
+        """(num_classes,) float64 weights summing to 1 of an action name or a {name: weight} mix."""
+        weights = np.zeros(len(self.actions))
+        if isinstance(action, str):
+            weights[action_index(action, self.actions)] = 1.0
+            return weights
+        if not isinstance(action, Mapping):
+            raise ValueError(f"action must be an action name or a mapping of names to weights; got {action!r} "
+                             f"(valid actions: {', '.join(self.actions)})")
+        for name, weight in action.items():
+            index = action_index(name, self.actions)
+            try:
+                weight = float(weight)
+            except (TypeError, ValueError):
+                raise ValueError(f"mix weight of {name!r} must be a number; got {weight!r}") from None
+            if not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"mix weights must be finite and non-negative; got {name}={weight}")
+            weights[index] += weight
+        if weights.sum() <= 0:
+            raise ValueError(f"mix weights are all zero; give at least one action a positive weight "
+                             f"(valid actions: {', '.join(self.actions)})")
+        return weights / weights.sum()
+
+    def label_of(self, weights: np.ndarray) -> str:
+        """"Walking" for a plain action, "0.67 Phoning + 0.33 Walking" for a mix (largest first)."""
+        parts = sorted(((w, a) for a, w in zip(self.actions, weights) if w > 0), key=lambda p: -p[0])
+        if len(parts) == 1:
+            return parts[0][1]
+        return " + ".join(f"{w:.2g} {a}" for w, a in parts)
+
+    def step_weights(self, action: ActionSpec, frames: int, to_action: ActionSpec | None = None,
+                     transition: tuple[int, int] | None = None) -> tuple[np.ndarray, str]:
+        """(frames, num_classes) per-step class weights and their label. With `to_action` they are those of
+        `action` up to frame `start`, those of `to_action` from frame `end` on and linear in between
+        (`transition` defaults to the whole clip)."""
+        start_weights = self.class_weights_of(action)
+        label = self.label_of(start_weights)
+        if to_action is None:
+            if transition is not None:
+                raise ValueError("transition=(start, end) needs to_action, the action to move to")
+            return np.broadcast_to(start_weights, (frames, len(self.actions))), label
+        end_weights = self.class_weights_of(to_action)
+        start, end = self._check_transition(transition if transition is not None else (0, frames - 1), frames)
+        t = np.arange(frames)
+        ramp = np.clip((t - start) / (end - start), 0.0, 1.0) if end > start else (t >= start).astype(float)
+        weights = (1.0 - ramp)[:, None] * start_weights + ramp[:, None] * end_weights
+        return weights, f"{label} -> {self.label_of(end_weights)} (frames {start}-{end})"
+
+    @staticmethod
+    def _check_transition(transition: object, frames: int) -> tuple[int, int]:
+        valid = f"transition must be (start, end) frames with 0 <= start <= end <= {frames - 1}"
+        try:
+            start, end = (operator.index(v) for v in transition)  # type: ignore[union-attr]
+        except (TypeError, ValueError):
+            raise ValueError(f"{valid}; got {transition!r}") from None
+        if not 0 <= start <= end <= frames - 1:
+            raise ValueError(f"{valid}; got ({start}, {end})")
+        return start, end
+
+    # -- random inputs
+
+    def _inputs(self, seed: int, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """z_0 (1, d) and step noise (1, T-1, noise_dim) of one seed, drawn on the CPU so that every
+        device gets the same numbers."""
+        rng = torch.Generator().manual_seed(seed)
+        return self.bundle.transition.sample_inputs(1, frames, rng)
+
+    def _interpolated_inputs(self, seed: int, seed_b: int, alpha: float, frames: int
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """z_0 linear, the step noise spherical per time step (each step's 64-d Gaussian keeps its typical
+        norm, which a linear blend would shrink)."""
+        z0_a, noise_a = self._inputs(seed, frames)
+        z0_b, noise_b = self._inputs(seed_b, frames)
+        return (1.0 - alpha) * z0_a + alpha * z0_b, slerp(noise_a, noise_b, alpha)
+
+    # -- the network
+
+    def _class_probabilities(self, frames: torch.Tensor) -> torch.Tensor:
+        """Softmax of the model classifier. A "flatten" head reads exactly `clip_frames` frames: other lengths
+        are averaged over evenly spaced windows of that length (a short clip holds its last pose)."""
+        cfg = self.bundle.config
+        window = cfg.clip_frames
+        if cfg.head == "pool" or frames.shape[1] == window:
+            return torch.softmax(self.bundle.classifier(frames), dim=-1)
+        if frames.shape[1] < window:
+            frames = torch.cat([frames, frames[:, -1:].expand(-1, window - frames.shape[1], -1)], dim=1)
+        count = math.ceil(frames.shape[1] / window)
+        starts = np.linspace(0, frames.shape[1] - window, count).round().astype(int)
+        windows = torch.stack([frames[:, s:s + window] for s in starts], dim=1)
+        logits = self.bundle.classifier(windows.reshape(-1, window, frames.shape[-1]))
+        return torch.softmax(logits, dim=-1).reshape(frames.shape[0], count, -1).mean(dim=1)
+
+    def _run(self, z0: torch.Tensor, noise: torch.Tensor, weights: np.ndarray, classify: bool
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Joints (B, T, 16, 2), latents (B, T, d) and probabilities (B, C) or None."""
+        class_weights = torch.from_numpy(np.ascontiguousarray(weights, dtype=np.float32)).to(self.device)
+        with torch.inference_mode():
+            frames, latents, _ = self.bundle.transition(z0.to(self.device), noise.to(self.device), class_weights)
+            probabilities = self._class_probabilities(frames) if classify else None
+            finite = torch.isfinite(frames).all() and (probabilities is None or torch.isfinite(probabilities).all())
+            if not finite:
+                raise CheckpointError("the model produced non-finite poses; its weights are corrupt")
+            return (vectors_to_joints(frames, self.stats), latents.cpu().numpy(),
+                    None if probabilities is None else probabilities.cpu().numpy())
+
+    # -- public API
+
+    def sample(self, action: ActionSpec, seed: int, frames: int = 50, *, to_action: ActionSpec | None = None,
+               transition: tuple[int, int] | None = None, seed_b: int | None = None, alpha: float = 0.0,
+               classify: bool = True) -> Sample:
+        """One clip of `action` (a name or a {name: weight} mix), optionally moving to `to_action` over the
+        `transition` frame range, optionally interpolated in latent space towards `seed_b` by `alpha`.
+        `classify=False` skips the classifier (probabilities None), which halves the time."""
+        seed, frames = check_seed(seed), check_frames(frames)
+        alpha = self._check_alpha(alpha, seed_b)
+        weights, label = self.step_weights(action, frames, to_action, transition)
+        if seed_b is None:
+            z0, noise = self._inputs(seed, frames)
+        else:
+            seed_b = check_seed(seed_b, "seed_b")
+            z0, noise = self._interpolated_inputs(seed, seed_b, alpha, frames)
+        joints, latents, probabilities = self._run(z0, noise, weights[None], classify)
+        return Sample(joints[0], latents[0], np.asarray(weights, dtype=np.float32),
+                      None if probabilities is None else probabilities[0],
+                      self.fps, label, seed, frames, seed_b, alpha, self.actions)
+
+    @staticmethod
+    def _check_alpha(alpha: object, seed_b: int | None) -> float:
+        try:
+            value = float(alpha)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ValueError(f"alpha must be a number in [0, 1]; got {alpha!r}") from None
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1]; got {alpha!r}")
+        if seed_b is None and value != 0.0:
+            raise ValueError("alpha needs seed_b, the seed to interpolate towards")
+        return value
+
+    def sample_many(self, actions: ActionSpec | Sequence[ActionSpec], seeds: Sequence[int], frames: int = 50,
+                    *, classify: bool = True, progress: bool = False) -> SampleBatch:
+        """Clips for each (action, seed) pair, batched; `actions` may be one action for all seeds.
+        `progress` shows a progress bar on stderr."""
+        frames = check_frames(frames)
+        seeds = [check_seed(s) for s in seeds]
+        if isinstance(actions, (str, Mapping)):
+            actions = [actions] * len(seeds)
+        if len(actions) != len(seeds):
+            raise ValueError(f"got {len(actions)} actions for {len(seeds)} seeds; give one action per seed "
+                             "or a single action for all")
+        if not seeds:
+            raise ValueError("sample_many needs at least one seed")
+        per_row = [self.step_weights(a, frames) for a in actions]
+        weights = np.stack([w for w, _ in per_row]).astype(np.float32)
+        joints, latents, probabilities = [], [], []
+        bar = tqdm(total=len(seeds), desc="sampling", unit="clip", disable=None if progress else True,
+                   leave=False)  # None: only on a terminal
+        for first in range(0, len(seeds), CHUNK_ROWS):
+            inputs = [self._inputs(s, frames) for s in seeds[first:first + CHUNK_ROWS]]
+            z0, noise = torch.cat([z for z, _ in inputs]), torch.cat([n for _, n in inputs])
+            chunk = self._run(z0, noise, weights[first:first + CHUNK_ROWS], classify)
+            joints.append(chunk[0])
+            latents.append(chunk[1])
+            probabilities.append(chunk[2])
+            bar.update(len(chunk[0]))
+        bar.close()
+        return SampleBatch(
+            joints=np.concatenate(joints), latents=np.concatenate(latents), class_weights=weights,
+            probabilities=np.concatenate(probabilities) if classify else None,
+            labels=weights[:, 0].argmax(axis=-1), seeds=np.asarray(seeds, dtype=np.int64),
+            action_labels=[label for _, label in per_row], fps=self.fps, actions=self.actions)
+
+    def interpolation_strip(self, action: ActionSpec, seed_a: int, seed_b: int, steps: int = 8,
+                            frames: int = 50) -> list[Sample]:
+        """`steps` clips from seed_a (alpha 0) to seed_b (alpha 1) at evenly spaced alphas."""
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 2 <= steps <= MAX_STRIP_STEPS:
+            raise ValueError(f"steps must be an integer in [2, {MAX_STRIP_STEPS}]; got {steps!r}")
+        return [self.sample(action, seed_a, frames, seed_b=seed_b, alpha=float(alpha))
+                for alpha in np.linspace(0.0, 1.0, steps)]

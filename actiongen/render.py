@@ -1,0 +1,302 @@
+"""Exports of generated clips: animated GIF and MP4, a PNG filmstrip, and NPZ / JSON data files.
+
+Skeletons are drawn with Pillow at twice the output size and halved (anti-aliased lines), left limbs
+in blue and right limbs in red. The view is a fixed window around the hip (which is the origin of
+every pose), so a figure never jumps between frames and every clip is drawn at the same scale.
+Several clips (an interpolation strip) are drawn side by side and animated together.
+"""
+from __future__ import annotations
+
+import io
+import json
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, BinaryIO, Sequence, Union
+
+import imageio_ffmpeg
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .generator import FPS, Sample, SampleBatch
+from .skeleton import BONES, JOINT_NAMES, NUM_JOINTS
+
+SIDE_COLORS: dict[str, str] = {"left": "#1f6fd1", "right": "#d6332a", "center": "#3c3c3c"}
+BACKGROUND = "#ffffff"
+SEPARATOR = "#d0d0d0"  # the line between clips drawn side by side
+# Half the width of the view in dataset units; real poses stay within about +-200 of the hip.
+VIEW_HALF_EXTENT = 215.0
+SUPERSAMPLE = 2
+SAMPLE_FORMAT = "actiongen-sample/1"
+UNITS = "dataset units (depth-normalised camera pixels), hip at the origin, y pointing down"
+EXPORT_SUFFIXES = (".gif", ".mp4", ".png", ".npz", ".json")
+
+Clips = Union[Sample, Sequence[Sample], np.ndarray]
+
+
+def _joint_sides() -> list[str]:
+    sides = ["center"] * NUM_JOINTS
+    for _, child, side in BONES:
+        sides[child] = side
+    return sides
+
+
+JOINT_SIDES = _joint_sides()
+
+
+def as_joints(clips: Clips) -> np.ndarray:
+    """(K, T, 16, 2) joints of a Sample, a list of Samples (same length), or a (T|K,T, 16, 2) array."""
+    if isinstance(clips, Sample):
+        joints = clips.joints[None]
+    elif isinstance(clips, np.ndarray):
+        joints = clips[None] if clips.ndim == 3 else clips
+    else:
+        lengths = {s.frames for s in clips}
+        if len(lengths) != 1:
+            raise ValueError(f"clips drawn together need the same number of frames; got {sorted(lengths)}")
+        joints = np.stack([s.joints for s in clips])
+    if joints.ndim != 4 or joints.shape[2:] != (NUM_JOINTS, 2) or joints.shape[1] < 1:
+        raise ValueError(f"joints must have shape (T, {NUM_JOINTS}, 2) or (K, T, {NUM_JOINTS}, 2); "
+                         f"got {np.shape(clips)}")
+    return np.asarray(joints, dtype=np.float32)
+
+
+def clip_fps(clips: Clips, fps: float | None) -> float:
+    """An explicit fps, else the Sample's own, else the model's 50/3."""
+    if fps is not None:
+        if not np.isfinite(fps) or fps <= 0:
+            raise ValueError(f"fps must be a positive number; got {fps!r}")
+        return float(fps)
+    if isinstance(clips, Sample):
+        return clips.fps
+    if isinstance(clips, Sequence) and clips and isinstance(clips[0], Sample):
+        return clips[0].fps
+    return FPS
+
+
+# ----------------------------------------------------------------------------- drawing
+
+def draw_pose(draw: ImageDraw.ImageDraw, joints: np.ndarray, left: float, size: float) -> None:
+    """One (16, 2) pose into the square panel of side `size` pixels whose left edge is at `left`."""
+    scale = size / (2 * VIEW_HALF_EXTENT)
+    points = [(left + (x + VIEW_HALF_EXTENT) * scale, (y + VIEW_HALF_EXTENT) * scale) for x, y in joints]
+    width = max(1, round(size / 60))
+    radius = width * 0.75
+    for parent, child, side in sorted(BONES, key=lambda b: b[2] != "center"):
+        draw.line([points[parent], points[child]], fill=SIDE_COLORS[side], width=width)
+    for (x, y), side in zip(points, JOINT_SIDES):
+        draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=SIDE_COLORS[side])
+
+
+def render_frame(poses: np.ndarray, size: int = 256) -> Image.Image:
+    """(K, 16, 2) poses side by side as one RGB image of size (K * size, size)."""
+    big = size * SUPERSAMPLE
+    image = Image.new("RGB", (big * len(poses), big), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    for k, pose in enumerate(poses):
+        if k:
+            draw.line([(k * big, 0), (k * big, big)], fill=SEPARATOR, width=SUPERSAMPLE)
+        draw_pose(draw, pose, k * big, big)
+    return image.reduce(SUPERSAMPLE)
+
+
+def render_frames(clips: Clips, size: int = 256) -> list[Image.Image]:
+    """One RGB image per time step; several clips are drawn side by side."""
+    if size < 16:
+        raise ValueError(f"size must be at least 16 pixels; got {size}")
+    joints = as_joints(clips)
+    return [render_frame(joints[:, t], size) for t in range(joints.shape[1])]
+
+
+def _palette_image() -> Image.Image:
+    """A fixed 32-entry GIF palette (5-bit codes, small files): the background, the separator grey, and
+    blends of the background with each colour at 9 levels (the anti-aliased edges). Quantising every frame
+    to one known palette is a fast nearest-colour lookup with no per-frame palette search."""
+    def rgb(colour: str) -> np.ndarray:
+        return np.array(Image.new("RGB", (1, 1), colour).getpixel((0, 0)), dtype=float)
+
+    background = rgb(BACKGROUND)
+    entries = [background, rgb(SEPARATOR)]
+    entries += [background + t * (rgb(c) - background) for c in SIDE_COLORS.values() for t in np.linspace(0, 1, 10)[1:]]
+    flat = np.clip(np.round(entries), 0, 255).astype(np.uint8).ravel()
+    palette = Image.new("P", (1, 1))
+    palette.putpalette(flat.tolist())
+    return palette
+
+
+PALETTE = _palette_image()
+
+
+def frame_durations_ms(count: int, fps: float) -> list[int]:
+    """GIF frame durations, whole centiseconds whose running total stays on the exact clock."""
+    ticks = np.round(np.arange(count + 1) * 100.0 / fps).astype(int)
+    return (np.diff(ticks) * 10).tolist()
+
+
+def write_gif(clips: Clips, target: Path | BinaryIO, fps: float | None = None, size: int = 256) -> None:
+    frames = [f.quantize(palette=PALETTE, dither=Image.Dither.NONE) for f in render_frames(clips, size)]
+    durations = frame_durations_ms(len(frames), clip_fps(clips, fps))
+    # optimize=False: the palette is already minimal, and Pillow's per-frame palette pass costs ~2 ms a frame.
+    frames[0].save(target, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0,
+                   optimize=False)
+
+
+def gif_bytes(joints: Clips, fps: float | None = None, size: int = 256) -> bytes:
+    """An animated GIF in memory (for the web app)."""
+    buffer = io.BytesIO()
+    write_gif(joints, buffer, fps, size)
+    return buffer.getvalue()
+
+
+def _output_path(path: Path | str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_gif(clips: Clips, path: Path | str, fps: float | None = None, size: int = 256) -> Path:
+    """Animated GIF, looping; `fps` defaults to the Sample's (50/3 for arrays)."""
+    path = _output_path(path)
+    write_gif(clips, path, fps, size)
+    return path
+
+
+def save_mp4(clips: Clips, path: Path | str, fps: float | None = None, size: int = 256) -> Path:
+    """H.264 MP4 (yuv420p, plays everywhere); the panel size is rounded up to a multiple of 16."""
+    path = _output_path(path)
+    size = -(-size // 16) * 16
+    frames = render_frames(clips, size)
+    rate = Fraction(clip_fps(clips, fps)).limit_denominator(1000)
+    writer = imageio_ffmpeg.write_frames(str(path), frames[0].size, fps=rate, codec="libx264",
+                                         ffmpeg_log_level="error")
+    writer.send(None)
+    for frame in frames:
+        writer.send(frame.tobytes())
+    writer.close()
+    return path
+
+
+def save_filmstrip_png(clips: Clips, path: Path | str, frames: int = 8, size: int = 256) -> Path:
+    """`frames` evenly spaced time steps left to right; several clips give one row each."""
+    joints = as_joints(clips)
+    if not 1 <= frames <= joints.shape[1]:
+        raise ValueError(f"a filmstrip of this clip can show 1 to {joints.shape[1]} frames; got {frames}")
+    steps = np.linspace(0, joints.shape[1] - 1, frames).round().astype(int)
+    sheet = Image.new("RGB", (frames * size, len(joints) * size), BACKGROUND)
+    for row, clip in enumerate(joints):
+        sheet.paste(render_frame(clip[steps], size), (0, row * size))
+        if row:
+            ImageDraw.Draw(sheet).line([(0, row * size), (frames * size, row * size)], fill=SEPARATOR)
+    path = _output_path(path)
+    sheet.save(path, format="PNG")
+    return path
+
+
+# ----------------------------------------------------------------------------- data files
+
+def skeleton_record() -> dict[str, Any]:
+    return {
+        "format": SAMPLE_FORMAT,
+        "units": UNITS,
+        "joint_names": list(JOINT_NAMES),
+        "bones": np.array([(parent, child) for parent, child, _ in BONES], dtype=np.int64),
+        "bone_sides": [side for _, _, side in BONES],
+    }
+
+
+def sample_record(sample: Sample) -> dict[str, Any]:
+    """Everything needed to use a clip elsewhere or to generate it again."""
+    return {
+        **skeleton_record(),
+        "joints": sample.joints,
+        "latents": sample.latents,
+        "class_weights": sample.class_weights,
+        "probabilities": sample.probabilities,
+        "actions": list(sample.actions),
+        "action_label": sample.action_label,
+        "fps": sample.fps,
+        "frames": sample.frames,
+        "seed": sample.seed,
+        "seed_b": sample.seed_b,
+        "alpha": sample.alpha,
+    }
+
+
+def strip_record(samples: Sequence[Sample]) -> dict[str, Any]:
+    """Several clips (e.g. an interpolation strip): per-clip entries stacked or listed in order."""
+    records = [sample_record(s) for s in samples]
+    record = dict(records[0])
+    for key, value in records[0].items():
+        if isinstance(value, np.ndarray) and key != "bones":
+            record[key] = np.stack([r[key] for r in records])
+        elif key in ("action_label", "seed", "seed_b", "alpha"):
+            record[key] = [r[key] for r in records]
+    return record
+
+
+def batch_record(batch: SampleBatch) -> dict[str, Any]:
+    """A SampleBatch: `poses` (N, T, 16, 2), `labels` (N,) class indices into `actions`."""
+    return {
+        **skeleton_record(),
+        "poses": batch.joints,
+        "labels": batch.labels,
+        "actions": list(batch.actions),
+        "latents": batch.latents,
+        "class_weights": batch.class_weights,
+        "probabilities": batch.probabilities,
+        "seeds": batch.seeds,
+        "action_labels": batch.action_labels,
+        "fps": batch.fps,
+    }
+
+
+DataItem = Union[Sample, Sequence[Sample], SampleBatch]
+
+
+def record_of(item: DataItem) -> dict[str, Any]:
+    if isinstance(item, Sample):
+        return sample_record(item)
+    if isinstance(item, SampleBatch):
+        return batch_record(item)
+    return strip_record(item)
+
+
+def save_npz(item: DataItem, path: Path | str) -> Path:
+    """NPZ readable without pickle: strings become unicode arrays, missing values (None) are left out."""
+    record = {k: np.asarray(v) for k, v in record_of(item).items()
+              if v is not None and not (isinstance(v, list) and None in v)}
+    path = _output_path(path)
+    with open(path, "wb") as f:
+        np.savez_compressed(f, **record)
+    return path
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def save_json(item: DataItem, path: Path | str) -> Path:
+    """JSON with nested lists; float32 values are written exactly, so loading gives the same arrays."""
+    path = _output_path(path)
+    path.write_text(json.dumps({k: _plain(v) for k, v in record_of(item).items()}))
+    return path
+
+
+def export(item: Sample | Sequence[Sample], path: Path | str, size: int = 256) -> Path:
+    """Write a clip (or clips side by side) in the format named by the suffix of `path`."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".gif":
+        return save_gif(item, path, size=size)
+    if suffix == ".mp4":
+        return save_mp4(item, path, size=size)
+    if suffix == ".png":
+        return save_filmstrip_png(item, path, size=size)
+    if suffix == ".npz":
+        return save_npz(item, path)
+    if suffix == ".json":
+        return save_json(item, path)
+    raise ValueError(f"unknown export format {suffix or '(no suffix)'!r} of {path}; "
+                     f"valid: {', '.join(EXPORT_SUFFIXES)}")

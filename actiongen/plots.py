@@ -10,9 +10,9 @@ import json
 
 import numpy as np
 
+from .render import SIDE_COLORS, VIEW_HALF_EXTENT
 from .skeleton import BONES
 
-SIDE_COLORS: dict[str, str] = {"left": "#1f77b4", "right": "#d62728", "center": "#444444"}
 SIDE_NAMES: dict[str, str] = {"left": "left side", "right": "right side", "center": "spine / head"}
 PLAY_LABEL, PAUSE_LABEL = "\u25b6 Play", "\u275a\u275a Pause"
 
@@ -60,13 +60,13 @@ def skeleton_traces(joints: np.ndarray) -> list[dict]:
     return traces
 
 
-def clip_bounds(joints: np.ndarray, pad: float = 0.12) -> tuple[float, float, float, float]:
-    """(x_min, x_max, y_min, y_max) over every frame of joints (..., 16, 2), padded: the axes stay fixed
-    while the clip plays."""
+def view_bounds(joints: np.ndarray, pad: float = 0.05) -> tuple[float, float, float, float]:
+    """(x_min, x_max, y_min, y_max): the exports' fixed window around the hip, grown only where a pose of
+    this clip reaches outside it. Fixed for the whole clip, so the axes never move while it plays."""
     flat = joints.reshape(-1, 2)
-    lo, hi = flat.min(axis=0), flat.max(axis=0)
-    span = max(float((hi - lo).max()), 1e-3)
-    lo, hi = lo - pad * span, hi + pad * span
+    margin = pad * 2 * VIEW_HALF_EXTENT
+    lo = np.minimum(flat.min(axis=0) - margin, -VIEW_HALF_EXTENT)
+    hi = np.maximum(flat.max(axis=0) + margin, VIEW_HALF_EXTENT)
     return float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1])
 
 
@@ -103,7 +103,7 @@ def skeleton_figure(joints: np.ndarray, fps: float, title: str = "", captions: l
     """
     clips = joints[None] if joints.ndim == 3 else joints
     count, frames = clips.shape[:2]
-    x0, x1, y0, y1 = clip_bounds(clips)
+    x0, x1, y0, y1 = view_bounds(clips)
     step = x1 - x0
     shifted = clips + np.stack([np.arange(count) * step, np.zeros(count)], axis=-1)[:, None, None, :]
     by_time = shifted.transpose(1, 0, 2, 3)  # (T, K, 16, 2)

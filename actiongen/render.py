@@ -87,8 +87,9 @@ def draw_pose(draw: ImageDraw.ImageDraw, joints: np.ndarray, left: float, size: 
         draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=SIDE_COLORS[side])
 
 
-def render_frame(poses: np.ndarray, size: int = 256) -> Image.Image:
-    """(K, 16, 2) poses side by side as one RGB image of size (K * size, size)."""
+def render_frame(poses: np.ndarray, size: int = 256, progress: float | None = None) -> Image.Image:
+    """(K, 16, 2) poses side by side as one RGB image of size (K * size, size), with a bar along the
+    bottom edge covering the `progress` share of the width when given."""
     big = size * SUPERSAMPLE
     image = Image.new("RGB", (big * len(poses), big), BACKGROUND)
     draw = ImageDraw.Draw(image)
@@ -96,15 +97,20 @@ def render_frame(poses: np.ndarray, size: int = 256) -> Image.Image:
         if k:
             draw.line([(k * big, 0), (k * big, big)], fill=SEPARATOR, width=SUPERSAMPLE)
         draw_pose(draw, pose, k * big, big)
+    if progress is not None:
+        bar = max(2, size // 64) * SUPERSAMPLE
+        draw.rectangle([0, big - bar, round(progress * image.width) - 1, big - 1], fill=SEPARATOR)  # inclusive
     return image.reduce(SUPERSAMPLE)
 
 
 def render_frames(clips: Clips, size: int = 256) -> list[Image.Image]:
-    """One RGB image per time step; several clips are drawn side by side."""
+    """One RGB image per time step; several clips are drawn side by side. The progress bar shows where a
+    looping animation starts and keeps consecutive frames distinct (GIF writers merge identical ones)."""
     if size < 16:
         raise ValueError(f"size must be at least 16 pixels; got {size}")
     joints = as_joints(clips)
-    return [render_frame(joints[:, t], size) for t in range(joints.shape[1])]
+    count = joints.shape[1]
+    return [render_frame(joints[:, t], size, progress=(t + 1) / count) for t in range(count)]
 
 
 def _palette_image() -> Image.Image:

@@ -1,0 +1,97 @@
+"""Speed benchmark: `python -m actiongen.bench [--checkpoint PATH]`.
+
+Times one warm 50-frame `Generator.sample` on one CPU thread, batched `sample_many` throughput on two
+threads, and the GIF export of a 50-frame clip at 256 px; prints medians with the 10th-90th percentile
+spread. Without a checkpoint it times a randomly initialised model: speed does not depend on the weights.
+The numbers are only comparable on an otherwise idle machine, so the load average is printed too.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import render
+from .checkpoint import DEFAULT_BUNDLE, Bundle, build_models
+from .data import NormStats
+from .generator import Generator
+from .models import ModelConfig
+from .skeleton import ACTIONS, POSE_DIM
+
+
+def timings_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> np.ndarray:
+    for _ in range(warmup):
+        fn()
+    times = np.empty(repeats)
+    for i in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times[i] = time.perf_counter() - start
+    return times * 1e3
+
+
+def spread(ms: np.ndarray) -> str:
+    p10, median, p90 = np.percentile(ms, [10, 50, 90])
+    return f"median {median:8.3f} ms  (p10 {p10:.3f}, p90 {p90:.3f}, n={len(ms)})"
+
+
+def random_generator() -> Generator:
+    cfg = ModelConfig()
+    transition, classifier = build_models(cfg)
+    stats = NormStats(np.zeros(POSE_DIM, np.float32), np.full(POSE_DIM, 50.0, np.float32), 5000.0)
+    return Generator(Bundle(cfg, stats, ACTIONS, transition, classifier, {}), "cpu")
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m actiongen.bench", description=__doc__.split("\n\n")[1])
+    p.add_argument("--checkpoint", help="bundle .json (default: the shipped one, else a random-init model)")
+    p.add_argument("--repeats", type=int, default=300, help="timed single-sample calls (default 300)")
+    p.add_argument("--batch-sizes", default="256,512,1024", help="sample_many sizes (default 256,512,1024)")
+    p.add_argument("--threads", type=int, default=2, help="threads for the batched runs (default 2)")
+    args = p.parse_args(argv)
+
+    if args.checkpoint or DEFAULT_BUNDLE.is_file():
+        gen, model = Generator.load(args.checkpoint, device="cpu"), str(args.checkpoint or DEFAULT_BUNDLE)
+    else:
+        gen, model = random_generator(), f"random-init (no {DEFAULT_BUNDLE.name} yet)"
+    cfg = gen.bundle.config
+    print(f"torch {torch.__version__} | device {gen.device} | {cpu_name()}, {os.cpu_count()} cores | "
+          f"load average {os.getloadavg()[0]:.2f}")
+    print(f"model: {model} (head {cfg.head}, clamp_latent {cfg.clamp_latent})")
+
+    torch.set_num_threads(1)
+    print("\none 50-frame clip, warm, 1 thread:")
+    seeds = iter(range(10**9))
+    print(f"  sample()                  {spread(timings_ms(lambda: gen.sample('Walking', next(seeds)), args.repeats))}")
+    print(f"  sample(classify=False)    "
+          f"{spread(timings_ms(lambda: gen.sample('Walking', next(seeds), classify=False), args.repeats))}")
+
+    torch.set_num_threads(args.threads)
+    print(f"\nsample_many of 50-frame clips, {args.threads} threads (sequences per second, median of 5):")
+    for size in (int(s) for s in args.batch_sizes.split(",")):
+        for classify in (False, True):
+            ms = timings_ms(lambda: gen.sample_many("Walking", range(size), classify=classify), 5, warmup=1)
+            print(f"  batch {size:5d} classify={classify!s:5}  {size / np.median(ms) * 1e3:8.0f} seq/s  "
+                  f"({spread(ms)})")
+
+    torch.set_num_threads(1)
+    clip = gen.sample("Walking", 0)
+    print("\nexport of one 50-frame clip at 256 px, 1 thread:")
+    print(f"  gif_bytes                 {spread(timings_ms(lambda: render.gif_bytes(clip, size=256), 20))}")
+
+
+if __name__ == "__main__":
+    main()

@@ -52,13 +52,14 @@ async (value) => {
   if (!figure.frames || !figure.frames.length) return;
   const revision = figure.layout.datarevision;
   const play = figure.layout.updatemenus[0].buttons[0].args[1];
-  const lastFrame = figure.frames[figure.frames.length - 1].name;
   for (let tries = 0; tries < 400; tries++) {
     const gd = document.querySelector('#ELEM_ID .js-plotly-plot');
     if (gd && window.Plotly && gd._fullLayout && gd.layout && gd.layout.datarevision === revision) {
       const Plotly = window.Plotly;
       await Plotly.react(gd, {data: gd.data, layout: gd.layout, frames: figure.frames});
-      const restart = () => Plotly.animate(gd, null, {...gd._actiongenPlay, fromcurrent: false});
+      // Plotly.animate's promise rejects when a newer animation (pause, a new clip) interrupts it: expected.
+      const animate = (options) => Plotly.animate(gd, null, options).catch(() => {});
+      const restart = () => animate({...gd._actiongenPlay, fromcurrent: false});
       gd._actiongenPlay = play;
       if (!gd._actiongenLoop) {
         gd._actiongenLoop = {playing: true};
@@ -72,7 +73,7 @@ async (value) => {
         gd.on('plotly_animated', () => { if (loop.playing) setTimeout(restart, 0); });
       }
       gd._actiongenLoop.playing = true;
-      Plotly.animate(gd, null, {...play, fromcurrent: false});
+      animate({...play, fromcurrent: false});
       return;
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
@@ -183,20 +184,20 @@ def build_demo(service: ActionGenService) -> gr.Blocks:
                     inputs=base_inputs, outputs=outputs, fn=generate, cache_examples=missing is None,
                     preprocess=False, label="Examples")
 
-        gr.on([demo.load, action.change, seed.change, frames.release], generate, base_inputs, outputs,
+        gr.on([demo.load, action.change, seed.change, frames.input], generate, base_inputs, outputs,
               api_name="generate", preprocess=False, trigger_mode="always_last")
-        gr.on([interpolate_button.click, alpha.release, steps.release], interpolate,
+        gr.on([interpolate_button.click, alpha.input, steps.input], interpolate,
               [action, seed, seed_b, alpha, steps, frames], [*outputs, strip],
               api_name="interpolate", preprocess=False, trigger_mode="always_last"
               ).success(lambda: gr.Column(visible=True), None, strip_box, api_visibility="private", queue=False)
-        gr.on([mix_button.click, share_b.release, mode.change], mix,
+        gr.on([mix_button.click, action_b.change, share_b.input, mode.change], mix,
               [action, action_b, share_b, mode, seed, frames], outputs,
               api_name="mix", preprocess=False, trigger_mode="always_last")
         request.change(export, request, [gif_preview, gif_file, mp4_file, npz_file, json_file],
                        api_name="export", preprocess=False, trigger_mode="always_last")
         random_button.click(random_seed, None, seed, api_name="random_seed")
         # Seed field and slider mirror each other in the browser; the field's change event generates.
-        seed_slider.release(None, seed_slider, seed, js="(s) => s", api_visibility="private")
+        seed_slider.input(None, seed_slider, seed, js="(s) => s", api_visibility="private")
         seed.change(None, seed, seed_slider, js=f"(s) => Math.min(Math.max(s, 0), {SEED_SLIDER_MAX})",
                     api_visibility="private")
         for plot in (skeleton, strip):

@@ -10,6 +10,7 @@ import math
 import shutil
 import tempfile
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -206,7 +207,10 @@ class ActionGenService:
         self.results = LRUCache(cache_size)
         self.exports = LRUCache(export_cache_size, on_evict=lambda files: shutil.rmtree(
             next(iter(files.values())).parent, ignore_errors=True))
-        self.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="actiongen-app-"))
+        if work_dir is None:
+            work_dir = tempfile.mkdtemp(prefix="actiongen-app-")
+            weakref.finalize(self, shutil.rmtree, work_dir, ignore_errors=True)  # our own folder: removed with us
+        self.work_dir = Path(work_dir)
         self.load_lock = threading.Lock()
         self._generator: Generator | None = None
         self.sample_clip = gpu(self._sample_clip) if gpu else self._sample_clip

@@ -164,10 +164,11 @@ def latent_path_figure(latents: np.ndarray, fps: float, height: int = 320) -> di
          "marker": {"color": seconds, "colorscale": "Viridis", "size": 7,
                     "colorbar": {"title": {"text": "time (s)"}, "thickness": 12}}},
         {"type": "scatter", "mode": "markers+text", "x": [x[0]], "y": [y[0]], "name": "start", "text": ["start"],
-         "textposition": "top center", "marker": {"symbol": "circle-open", "size": 16, "color": "#2ca02c",
-                                                   "line": {"width": 3}}},
+         "textposition": "top center", "cliponaxis": False,
+         "marker": {"symbol": "circle-open", "size": 16, "color": "#2ca02c", "line": {"width": 3}}},
         {"type": "scatter", "mode": "markers+text", "x": [x[-1]], "y": [y[-1]], "name": "end", "text": ["end"],
-         "textposition": "top center", "marker": {"symbol": "x", "size": 14, "color": "#d62728"}},
+         "textposition": "top center", "cliponaxis": False,
+         "marker": {"symbol": "x", "size": 14, "color": "#d62728"}},
     ]
     layout = {
         "title": {"text": "Latent path z<sub>t</sub> (PCA of 12-d latents)", "x": 0.5, "font": {"size": 14}},

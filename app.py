@@ -146,7 +146,7 @@ def build_demo(service: ActionGenService) -> gr.Blocks:
                     random_button = gr.Button("Random seed", scale=2, elem_id="random-seed")
                 seed_slider = gr.Slider(0, SEED_SLIDER_MAX, value=7, step=1, label="Seed (slider)")
                 frames = gr.Slider(FRAMES_MIN, FRAMES_MAX, value=FRAMES_DEFAULT, step=1,
-                                   label="Frames (50/3 fps)", elem_id="frames")
+                                   label="Frames (16.7 per second)", elem_id="frames")
                 with gr.Tab("Latent interpolation"):
                     seed_b = gr.Number(value=42, precision=0, minimum=0, maximum=SEED_MAX, label="Seed B")
                     alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="\u03b1 (0 = seed A, 1 = seed B)")
@@ -168,13 +168,13 @@ def build_demo(service: ActionGenService) -> gr.Blocks:
                 with gr.Column(visible=False) as strip_box:  # shown once there is a strip to show
                     strip = gr.Plot(label="Interpolation strip: seed A \u2192 seed B", elem_id="strip")
                 with gr.Row():
-                    gif_preview = gr.Image(label="GIF", type="filepath", height=220, elem_id="gif-preview",
+                    gif_preview = gr.Image(label="GIF (the same clip)", type="filepath", height=220, elem_id="gif-preview",
                                            interactive=False)
                     with gr.Column():
-                        gif_file = gr.DownloadButton("GIF", elem_id="download-gif")
-                        mp4_file = gr.DownloadButton("MP4", elem_id="download-mp4")
-                        npz_file = gr.DownloadButton("NPZ", elem_id="download-npz")
-                        json_file = gr.DownloadButton("JSON", elem_id="download-json")
+                        gif_file = gr.DownloadButton("Download GIF", elem_id="download-gif")
+                        mp4_file = gr.DownloadButton("Download MP4", elem_id="download-mp4")
+                        npz_file = gr.DownloadButton("Download NPZ", elem_id="download-npz")
+                        json_file = gr.DownloadButton("Download JSON", elem_id="download-json")
                 with gr.Accordion("Request (send this to the /export API endpoint)", open=False):
                     request = gr.JSON(label="Request", elem_id="request")
 
@@ -182,14 +182,15 @@ def build_demo(service: ActionGenService) -> gr.Blocks:
         base_inputs = [action, seed, frames]
         gr.Examples([["Walking", 7, 50], ["Phoning", 3, 120], ["SittingDown", 11, 80], ["Greeting", 5, 50]],
                     inputs=base_inputs, outputs=outputs, fn=generate, cache_examples=missing is None,
-                    preprocess=False, label="Examples")
+                    preprocess=False, label="Examples", api_name="example")
 
         gr.on([demo.load, action.change, seed.change, frames.input], generate, base_inputs, outputs,
               api_name="generate", preprocess=False, trigger_mode="always_last")
         gr.on([interpolate_button.click, alpha.input, steps.input], interpolate,
               [action, seed, seed_b, alpha, steps, frames], [*outputs, strip],
               api_name="interpolate", preprocess=False, trigger_mode="always_last"
-              ).success(lambda: gr.Column(visible=True), None, strip_box, api_visibility="private", queue=False)
+              ).success(lambda: gr.Column(visible=True), None, strip_box, api_name="show_strip",
+                       api_visibility="private", queue=False)
         gr.on([mix_button.click, action_b.change, share_b.input, mode.change], mix,
               [action, action_b, share_b, mode, seed, frames], outputs,
               api_name="mix", preprocess=False, trigger_mode="always_last")
@@ -197,11 +198,13 @@ def build_demo(service: ActionGenService) -> gr.Blocks:
                        api_name="export", preprocess=False, trigger_mode="always_last")
         random_button.click(random_seed, None, seed, api_name="random_seed")
         # Seed field and slider mirror each other in the browser; the field's change event generates.
-        seed_slider.input(None, seed_slider, seed, js="(s) => s", api_visibility="private")
+        seed_slider.input(None, seed_slider, seed, js="(s) => s", api_name="seed_from_slider",
+                          api_visibility="private")
         seed.change(None, seed, seed_slider, js=f"(s) => Math.min(Math.max(s, 0), {SEED_SLIDER_MAX})",
-                    api_visibility="private")
+                    api_name="slider_from_seed", api_visibility="private")
         for plot in (skeleton, strip):
-            plot.change(None, plot, None, js=attach_frames_js(plot.elem_id), api_visibility="private")
+            plot.change(None, plot, None, js=attach_frames_js(plot.elem_id), api_name=f"play_{plot.elem_id}",
+                        api_visibility="private")
     demo.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
     return demo
 

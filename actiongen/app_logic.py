@@ -30,7 +30,7 @@ STRIP_MIN, STRIP_MAX, STRIP_DEFAULT = 3, 9, 5
 MODES = ("blend", "transition")
 # In "transition" mode the class weights move from A to B over this share of the clip.
 TRANSITION_SHARE = 0.25
-EXPORT_SUFFIXES = (".gif", ".mp4", ".npz", ".json")
+DOWNLOAD_SUFFIXES = (".gif", ".mp4", ".npz", ".json")
 
 
 # ----------------------------------------------------------------------------- input checking
@@ -67,6 +67,7 @@ def parse_action(value: Any, name: str = "action") -> str:
 
 
 def parse_mode(value: Any) -> str:
+    """"blend" or "transition"; the UI's label "transition A -> B" is accepted too."""
     key = str(value).strip().lower().split(" ")[0] if isinstance(value, str) else None
     if key not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}; got {value!r}")
@@ -99,6 +100,11 @@ class Request:
         if "action" not in raw or "seed" not in raw:
             raise ValueError("a request needs at least 'action' and 'seed'")
         action_b, seed_b = raw.get("action_b"), raw.get("seed_b")
+        # Without a partner these would change the cache key and file names but not the clip.
+        if action_b is None and raw.get("mix", 0.0) != 0.0:
+            raise ValueError("mix needs action_b, the action to mix with")
+        if seed_b is None and raw.get("alpha", 0.0) != 0.0:
+            raise ValueError("alpha needs seed_b, the seed to interpolate towards")
         return cls(
             action=parse_action(raw["action"]),
             seed=parse_int(raw["seed"], "seed", 0, SEED_MAX),
@@ -310,4 +316,4 @@ class ActionGenService:
         sample = self.answer(request).sample
         # A fresh directory per computation: a concurrent identical request never writes into our files.
         folder = Path(tempfile.mkdtemp(prefix="export-", dir=self.work_dir))
-        return {suffix: render.export(sample, folder / f"{request.slug()}{suffix}") for suffix in EXPORT_SUFFIXES}
+        return {suffix: render.export(sample, folder / f"{request.slug()}{suffix}") for suffix in DOWNLOAD_SUFFIXES}

@@ -8,6 +8,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network calls from the servers under test
+
 import imageio_ffmpeg
 import numpy as np
 import pytest
@@ -206,6 +208,8 @@ def test_lru_cache_drops_the_least_recently_used():
     (lambda s: s.export({"action": "Walking"}), "needs at least 'action' and 'seed'"),
     (lambda s: s.export({"action": "Walking", "seed": 1, "speed": 2}), "unknown request keys ['speed']"),
     (lambda s: s.export("Walking"), "must be a JSON object"),
+    (lambda s: s.export({"action": "Walking", "seed": 1, "alpha": 0.5}), "alpha needs seed_b"),
+    (lambda s: s.export({"action": "Walking", "seed": 1, "mix": 0.5}), "mix needs action_b"),
 ])
 def test_bad_input_raises_a_value_error_naming_what_is_valid(service, call, message):
     with pytest.raises(ValueError) as err:

@@ -3,7 +3,8 @@
 Times one warm 50-frame `Generator.sample` on one CPU thread, batched `sample_many` throughput on two
 threads, and the GIF export of a 50-frame clip at 256 px; prints medians with the 10th-90th percentile
 spread. Without a checkpoint it times a randomly initialised model: speed does not depend on the weights.
-The numbers are only comparable on an otherwise idle machine, so the load average is printed too.
+Wall-clock numbers are only comparable on an otherwise idle machine, so the load average is printed, and
+so is the CPU time of this process, which other processes on the machine disturb much less.
 """
 from __future__ import annotations
 
@@ -24,20 +25,22 @@ from .models import ModelConfig
 from .skeleton import ACTIONS, POSE_DIM
 
 
-def timings_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> np.ndarray:
+def timings_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Wall-clock and process CPU milliseconds of each of `repeats` calls."""
     for _ in range(warmup):
         fn()
-    times = np.empty(repeats)
+    wall, cpu = np.empty(repeats), np.empty(repeats)
     for i in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
-        times[i] = time.perf_counter() - start
-    return times * 1e3
+        wall[i], cpu[i] = time.perf_counter() - start, time.process_time() - start_cpu
+    return wall * 1e3, cpu * 1e3
 
 
-def spread(ms: np.ndarray) -> str:
-    p10, median, p90 = np.percentile(ms, [10, 50, 90])
-    return f"median {median:8.3f} ms  (p10 {p10:.3f}, p90 {p90:.3f}, n={len(ms)})"
+def spread(times: tuple[np.ndarray, np.ndarray]) -> str:
+    wall, cpu = times
+    p10, median, p90 = np.percentile(wall, [10, 50, 90])
+    return f"median {median:8.3f} ms  (p10 {p10:.3f}, p90 {p90:.3f}, n={len(wall)}; CPU {np.median(cpu):.3f} ms)"
 
 
 def random_generator() -> Generator:
@@ -83,9 +86,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nsample_many of 50-frame clips, {args.threads} threads (sequences per second, median of 5):")
     for size in (int(s) for s in args.batch_sizes.split(",")):
         for classify in (False, True):
-            ms = timings_ms(lambda: gen.sample_many("Walking", range(size), classify=classify), 5, warmup=1)
-            print(f"  batch {size:5d} classify={classify!s:5}  {size / np.median(ms) * 1e3:8.0f} seq/s  "
-                  f"({spread(ms)})")
+            wall, cpu = timings_ms(lambda: gen.sample_many("Walking", range(size), classify=classify), 5, warmup=1)
+            print(f"  batch {size:5d} classify={classify!s:5}  {size / np.median(wall) * 1e3:6.0f} seq/s  "
+                  f"({size / np.median(cpu) * 1e3:.0f} per CPU-second; {spread((wall, cpu))})")
 
     torch.set_num_threads(1)
     clip = gen.sample("Walking", 0)

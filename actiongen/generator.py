@@ -103,6 +103,18 @@ def check_frames(frames: object) -> int:
     return value
 
 
+def check_alpha(alpha: object, seed_b: int | None) -> float:
+    try:
+        value = float(alpha)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"alpha must be a number in [0, 1]; got {alpha!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1]; got {alpha!r}")
+    if seed_b is None and value != 0.0:
+        raise ValueError("alpha needs seed_b, the seed to interpolate towards")
+    return value
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """"auto" -> CUDA when available, else CPU; ValueError for an unknown or unavailable device."""
     if str(device) == "auto":
@@ -274,9 +286,9 @@ class Generator:
                classify: bool = True) -> Sample:
         """One clip of `action` (a name or a {name: weight} mix), optionally moving to `to_action` over the
         `transition` frame range, optionally interpolated in latent space towards `seed_b` by `alpha`.
-        `classify=False` skips the classifier (probabilities None), which halves the time."""
+        `classify=False` skips the model classifier (probabilities None), which costs more than generating."""
         seed, frames = check_seed(seed), check_frames(frames)
-        alpha = self._check_alpha(alpha, seed_b)
+        alpha = check_alpha(alpha, seed_b)
         weights, label = self.step_weights(action, frames, to_action, transition)
         if seed_b is None:
             z0, noise = self._inputs(seed, frames)
@@ -287,18 +299,6 @@ class Generator:
         return Sample(joints[0], latents[0], np.asarray(weights, dtype=np.float32),
                       None if probabilities is None else probabilities[0],
                       self.fps, label, seed, frames, seed_b, alpha, self.actions)
-
-    @staticmethod
-    def _check_alpha(alpha: object, seed_b: int | None) -> float:
-        try:
-            value = float(alpha)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise ValueError(f"alpha must be a number in [0, 1]; got {alpha!r}") from None
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1]; got {alpha!r}")
-        if seed_b is None and value != 0.0:
-            raise ValueError("alpha needs seed_b, the seed to interpolate towards")
-        return value
 
     def sample_many(self, actions: ActionSpec | Sequence[ActionSpec], seeds: Sequence[int], frames: int = 50,
                     *, classify: bool = True, progress: bool = False) -> SampleBatch:

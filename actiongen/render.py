@@ -49,6 +49,8 @@ def as_joints(clips: Clips) -> np.ndarray:
         joints = clips.joints[None]
     elif isinstance(clips, np.ndarray):
         joints = clips[None] if clips.ndim == 3 else clips
+    elif not clips:
+        raise ValueError("no clips to draw")
     else:
         lengths = {s.frames for s in clips}
         if len(lengths) != 1:
@@ -174,10 +176,12 @@ def save_mp4(clips: Clips, path: Path | str, fps: float | None = None, size: int
     rate = Fraction(clip_fps(clips, fps)).limit_denominator(1000)
     writer = imageio_ffmpeg.write_frames(str(path), frames[0].size, fps=rate, codec="libx264",
                                          ffmpeg_log_level="error")
-    writer.send(None)
-    for frame in frames:
-        writer.send(frame.tobytes())
-    writer.close()
+    writer.send(None)  # starts ffmpeg
+    try:
+        for frame in frames:
+            writer.send(frame.tobytes())
+    finally:
+        writer.close()
     return path
 
 

@@ -52,7 +52,8 @@ async (value) => {
   if (!figure.frames || !figure.frames.length) return;
   const revision = figure.layout.datarevision;
   const play = figure.layout.updatemenus[0].buttons[0].args[1];
-  for (let tries = 0; tries < 400; tries++) {
+  const deadline = Date.now() + 60000;  // the first draw also waits for plotly.js to load
+  while (Date.now() < deadline) {
     const gd = document.querySelector('#ELEM_ID .js-plotly-plot');
     if (gd && window.Plotly && gd._fullLayout && gd.layout && gd.layout.datarevision === revision) {
       const Plotly = window.Plotly;
@@ -136,7 +137,7 @@ def build_demo(service: ActionGenService) -> gr.Blocks:
     with gr.Blocks(title="ActionGen", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(DESCRIPTION)
         if missing:
-            gr.Markdown(f"### \u26a0\ufe0f {missing}", elem_id="missing-checkpoint")
+            gr.Markdown(f"**\u26a0\ufe0f {missing}**", elem_id="missing-checkpoint")
         with gr.Row():
             with gr.Column(scale=2, min_width=300):
                 action = gr.Dropdown(list(ACTIONS), value="Walking", label="Action", elem_id="action")

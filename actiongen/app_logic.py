@@ -205,7 +205,7 @@ class ActionGenService:
     with that message, until the file appears. `gpu` wraps the model call (spaces.GPU on ZeroGPU Spaces).
     """
 
-    def __init__(self, checkpoint: Path | str | None = None, device: str = "auto", cache_size: int = 256,
+    def __init__(self, checkpoint: Path | str | None = None, device: str = "auto", cache_size: int = 128,
                  export_cache_size: int = 64, work_dir: Path | str | None = None,
                  gpu: Callable[[Callable], Callable] | None = None) -> None:
         self.checkpoint = Path(checkpoint) if checkpoint else DEFAULT_BUNDLE
@@ -238,8 +238,7 @@ class ActionGenService:
         try:
             self.generator
         except CheckpointError as err:
-            return (f"No model checkpoint could be loaded: {err}. Train one (see README), or set "
-                    f"ACTIONGEN_CHECKPOINT to the path of a bundle .json.")
+            return f"No model loaded. {err}. To use another bundle, set ACTIONGEN_CHECKPOINT to its .json path."
         return None
 
     def _sample_clip(self, request: Request) -> Sample:

@@ -37,27 +37,20 @@ def side_chains(bones: tuple[tuple[int, int, str], ...] = BONES) -> dict[str, li
 CHAINS = side_chains()
 
 
-def polyline_coords(joints: np.ndarray, chain: list[int]) -> tuple[list, list]:
-    """x and y lists (None between strokes) of one side for joints (K, 16, 2), K skeletons one after another."""
-    index = np.asarray(chain)
-    points = np.round(joints[:, np.maximum(index, 0)], 1).astype(np.float64)  # (K, len(chain), 2)
-    gap = np.broadcast_to(index < 0, points.shape[:2])
+def polyline_coords(clips: np.ndarray, chain: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """x and y of one side for every time step of clips (T, K, 16, 2), the K skeletons one after another.
+
+    Returns two object arrays (T, n) of rounded coordinates with None between strokes and between skeletons,
+    so that row t is the trace's data at frame t.
+    """
+    index = np.asarray(chain + [-1])  # the trailing -1 separates a skeleton from the next one
+    points = np.round(clips[:, :, np.maximum(index, 0)].astype(np.float64), 1)  # (T, K, len(chain) + 1, 2)
+    points = points.reshape(points.shape[0], -1, 2)[:, :-1]  # no separator after the last skeleton
+    gap = np.tile(index < 0, clips.shape[1])[:-1]
     xs, ys = points[..., 0].astype(object), points[..., 1].astype(object)
-    xs[gap] = None
-    ys[gap] = None
-    # a gap between consecutive skeletons too
-    sep = np.full((points.shape[0], 1), None, dtype=object)
-    return (np.concatenate([xs, sep], axis=1).ravel()[:-1].tolist(),
-            np.concatenate([ys, sep], axis=1).ravel()[:-1].tolist())
-
-
-def skeleton_traces(joints: np.ndarray) -> list[dict]:
-    """One trace per side (left, right, center) holding the x/y of all K skeletons in joints (K, 16, 2)."""
-    traces = []
-    for side, chain in CHAINS.items():
-        x, y = polyline_coords(joints, chain)
-        traces.append({"x": x, "y": y})
-    return traces
+    xs[:, gap] = None
+    ys[:, gap] = None
+    return xs, ys
 
 
 def view_bounds(joints: np.ndarray, pad: float = 0.05) -> tuple[float, float, float, float]:
@@ -98,8 +91,9 @@ def skeleton_figure(joints: np.ndarray, fps: float, title: str = "", captions: l
                     revision: str = "", height: int = 460) -> dict:
     """Animated figure of one clip (T, 16, 2) or K clips (K, T, 16, 2) drawn side by side.
 
-    Joints are in image pixels, y down; the y axis is reversed so people stand upright, and both axes are
-    fixed with equal scale. `revision` goes to layout.datarevision so the page can tell which figure it holds.
+    Joints are in dataset units (depth-normalised pixels), y down; the y axis is reversed so people stand
+    upright, and both axes are fixed with equal scale. `revision` goes to layout.datarevision so the page
+    can tell which figure it holds.
     """
     clips = joints[None] if joints.ndim == 3 else joints
     count, frames = clips.shape[:2]
@@ -107,10 +101,12 @@ def skeleton_figure(joints: np.ndarray, fps: float, title: str = "", captions: l
     step = x1 - x0
     shifted = clips + np.stack([np.arange(count) * step, np.zeros(count)], axis=-1)[:, None, None, :]
     by_time = shifted.transpose(1, 0, 2, 3)  # (T, K, 16, 2)
-    frame_traces = [skeleton_traces(by_time[t]) for t in range(frames)]
+    sides = {side: polyline_coords(by_time, chain) for side, chain in CHAINS.items()}
+    frame_traces = [[{"x": xs[t].tolist(), "y": ys[t].tolist()} for xs, ys in sides.values()]
+                    for t in range(frames)]
     data = [{"type": "scatter", "mode": "lines+markers", "name": SIDE_NAMES[side], "hoverinfo": "skip",
              "line": {"color": SIDE_COLORS[side], "width": 4}, "marker": {"color": SIDE_COLORS[side], "size": 6},
-             **coords} for side, coords in zip(CHAINS, frame_traces[0])]
+             **coords} for side, coords in zip(sides, frame_traces[0])]
     menus, sliders = animation_controls(frames, fps)
     annotations = [{"x": round(x0 + (k + 0.5) * step, 1), "y": y1, "yanchor": "top", "showarrow": False,
                     "text": text, "font": {"size": 12}} for k, text in enumerate(captions or [])]

@@ -33,6 +33,8 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="generator steps (stage 1) or iterations (stage 2)")
     p.add_argument("--batch", type=int, help="batch size")
     p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--train-subjects", type=int, nargs="+", default=[1, 5, 6, 7, 8, 9])
+    p.add_argument("--test-subjects", type=int, nargs="+", default=[11])
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -66,7 +68,8 @@ def setup(args: argparse.Namespace) -> tuple[torch.device, DataConfig]:
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    return pick_device(args.device), DataConfig(root=args.data_root)
+    return pick_device(args.device), DataConfig(root=args.data_root, train_subjects=tuple(args.train_subjects),
+                                                test_subjects=tuple(args.test_subjects))
 
 
 def save_state(run_dir: Path | str, state: dict) -> None:

@@ -40,6 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr-decay-every", type=int, help="halve the learning rate every N generator steps")
     p.add_argument("--critic-steps", type=int, help="critic updates per generator update")
     p.add_argument("--gp-weight", type=float, help="gradient penalty weight")
+    p.add_argument("--hidden", type=int, default=1024, help="width of the decoder and critic hidden layers")
     return apply_preset(p.parse_args(argv), PRESETS)
 
 
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     device, data_cfg = setup(args)
     data = load_pose_data(data_cfg)
     sampler = ClipSampler(data, "train", seed=args.seed)
-    cfg = ModelConfig(num_classes=len(data_cfg.actions))
+    cfg = ModelConfig(num_classes=len(data_cfg.actions), decoder_hidden=args.hidden, critic_hidden=args.hidden)
     decoder, critic = PoseDecoder(cfg).to(device), PoseCritic(cfg).to(device)
     opt_g = torch.optim.Adam(decoder.parameters(), lr=args.lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(critic.parameters(), lr=args.lr, betas=(0.5, 0.9))

@@ -185,3 +185,16 @@ def test_train_recognizer_writes_a_loadable_recognizer(synthetic_config, tmp_pat
     assert recognizer.meta["training"]["steps"] == 3
     assert 0.0 <= recognizer.meta["accuracy"]["test"] <= 1.0
     assert "test (S11) accuracy" in capsys.readouterr().out
+
+
+def test_recognizer_mirror_augmentation_swaps_sides():
+    from actiongen.skeleton import HIP, JOINT_NAMES
+    from train.train_recognizer import mirror_permutation
+
+    permutation = mirror_permutation()
+    assert sorted(permutation) == list(range(30))
+    assert [permutation[i] for i in permutation] == list(range(30))  # mirroring twice changes nothing
+    names = [n for i, n in enumerate(JOINT_NAMES) if i != HIP]
+    for i, name in enumerate(names):
+        partner = names[permutation[2 * i] // 2]
+        assert partner == {"R": "L" + name[1:], "L": "R" + name[1:]}.get(name[0], name)

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from actiongen.data import ClipDataset, ClipSampler, DataConfig, default_data_root, load_pose_data
+from actiongen.data import ClipDataset, ClipSampler, DataConfig, NormStats, default_data_root, load_pose_data
 from actiongen.metrics import accuracy
 from actiongen.recognizer import ActionRecognizer, Recognizer, RecognizerConfig, save_recognizer
+from actiongen.skeleton import HIP, JOINT_NAMES, POSE_DIM
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,22 +36,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine decay to 0)")
     p.add_argument("--hidden", type=int, default=RecognizerConfig.hidden)
     p.add_argument("--noise", type=float, default=0.05, help="std of Gaussian jitter added to training clips")
-    p.add_argument("--max-scale", type=float, default=0.1, help="random body scale in [1 - s, 1 + s]")
+    p.add_argument("--max-scale", type=float, default=0.15, help="random body scale in [1 - s, 1 + s]")
+    p.add_argument("--dropout", type=float, default=0.3)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=500)
     return p.parse_args(argv)
 
 
-def augment(clips: torch.Tensor, shift: torch.Tensor, noise: float, max_scale: float,
-            generator: torch.Generator) -> torch.Tensor:
-    """Scale each clip's joints by s in [1 - max_scale, 1 + max_scale] (other body sizes) and add jitter.
+def mirror_permutation() -> list[int]:
+    """For each of the 30 pose-vector entries, the entry it takes in the left-right mirrored pose."""
+    names = [n for i, n in enumerate(JOINT_NAMES) if i != HIP]
+    partner = {n: ("L" + n[1:] if n.startswith("R") else "R" + n[1:] if n.startswith("L") else n) for n in names}
+    return [2 * names.index(partner[n]) + axis for n in names for axis in (0, 1)]
 
-    In the normalised space, scaling the joints v by s maps x = (v - mean) / std to s x + (s - 1) mean / std;
-    `shift` is mean / std.
-    """
-    s = 1 + max_scale * (2 * torch.rand(len(clips), 1, 1, generator=generator) - 1)
-    return s * clips + (s - 1) * shift + noise * torch.randn(clips.shape, generator=generator)
+
+class Augmenter:
+    """Random body scale in [1 - max_scale, 1 + max_scale], left-right mirroring of half the clips (the actions
+    have no handedness) and Gaussian jitter, applied in joint space and mapped back to the normalised space."""
+
+    def __init__(self, stats: NormStats, noise: float, max_scale: float, seed: int) -> None:
+        self.mean, self.std = torch.from_numpy(stats.mean).float(), torch.from_numpy(stats.std).float()
+        self.noise, self.max_scale = noise, max_scale
+        self.permutation = mirror_permutation()
+        self.flip_x = torch.tensor([-1.0, 1.0]).repeat(POSE_DIM // 2)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, clips: torch.Tensor) -> torch.Tensor:
+        joints = clips * self.std + self.mean
+        mirrored = (joints * self.flip_x)[..., self.permutation]
+        flip = torch.rand(len(clips), 1, 1, generator=self.generator) < 0.5
+        joints = torch.where(flip, mirrored, joints)
+        scale = 1 + self.max_scale * (2 * torch.rand(len(clips), 1, 1, generator=self.generator) - 1)
+        x = (scale * joints - self.mean) / self.std
+        return x + self.noise * torch.randn(x.shape, generator=self.generator)
 
 
 @torch.no_grad()
@@ -68,18 +87,17 @@ def main(argv: list[str] | None = None) -> None:
                                      **({"cache_dir": args.cache_dir} if args.cache_dir else {})))
     sampler = ClipSampler(data, "train", seed=args.seed)
     test = ClipDataset(data, "test")
-    cfg = RecognizerConfig(num_classes=len(data.config.actions), hidden=args.hidden)
+    cfg = RecognizerConfig(num_classes=len(data.config.actions), hidden=args.hidden, dropout=args.dropout)
     recognizer = Recognizer(ActionRecognizer(cfg), data.stats, data.config.actions)
     model = recognizer.model
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / args.steps)))
-    shift = torch.from_numpy(data.stats.mean / data.stats.std)
-    generator = torch.Generator().manual_seed(args.seed)
+    augment = Augmenter(data.stats, args.noise, args.max_scale, args.seed)
     start, running = time.time(), []
     for step in range(1, args.steps + 1):
         model.train()
         clips, labels = sampler.clips(args.batch)
-        loss = F.cross_entropy(model(augment(clips, shift, args.noise, args.max_scale, generator)), labels)
+        loss = F.cross_entropy(model(augment(clips)), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -93,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     test_accuracy = evaluate(recognizer, test)
     recognizer.meta = {
         "training": {"steps": args.steps, "batch": args.batch, "lr": args.lr, "noise": args.noise,
-                     "max_scale": args.max_scale, "seed": args.seed, "seconds": round(train_seconds, 1),
+                     "max_scale": args.max_scale, "mirror": True, "seed": args.seed, "seconds": round(train_seconds, 1),
                      "threads": args.threads},
         "data": data.config.provenance(),
         "accuracy": {"train": round(train_accuracy, 4), "test": round(test_accuracy, 4),

@@ -1,7 +1,7 @@
 """Speed benchmark: `python -m actiongen.bench [--checkpoint PATH]`.
 
 Times one warm 50-frame `Generator.sample` on one CPU thread, batched `sample_many` throughput on two
-threads, and the GIF export of a 50-frame clip at 256 px; prints medians with the 10th-90th percentile
+cores (two workers of one thread each, and one worker of two intra-op threads), and the GIF export of a 50-frame clip at 256 px; prints medians with the 10th-90th percentile
 spread. Without a checkpoint it times a randomly initialised model: speed does not depend on the weights.
 Wall-clock numbers are only comparable on an otherwise idle machine, so the load average is printed, and
 so is the CPU time of this process, which other processes on the machine disturb much less.
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--checkpoint", help="bundle .json (default: the shipped one, else a random-init model)")
     p.add_argument("--repeats", type=int, default=300, help="timed single-sample calls (default 300)")
     p.add_argument("--batch-sizes", default="256,512,1024", help="sample_many sizes (default 256,512,1024)")
-    p.add_argument("--threads", type=int, default=2, help="threads for the batched runs (default 2)")
+    p.add_argument("--threads", type=int, default=2, help="cores for the batched runs (default 2)")
     args = p.parse_args(argv)
 
     if args.checkpoint or DEFAULT_BUNDLE.is_file():
@@ -82,13 +82,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  sample(classify=False)    "
           f"{spread(timings_ms(lambda: gen.sample('Walking', next(seeds), classify=False), args.repeats))}")
 
-    torch.set_num_threads(args.threads)
-    print(f"\nsample_many of 50-frame clips, {args.threads} threads (sequences per second, median of 5):")
+    print(f"\nsample_many of 50-frame clips on {args.threads} cores (sequences per second, median of 5 runs):")
     for size in (int(s) for s in args.batch_sizes.split(",")):
         for classify in (False, True):
-            wall, cpu = timings_ms(lambda: gen.sample_many("Walking", range(size), classify=classify), 5, warmup=1)
-            print(f"  batch {size:5d} classify={classify!s:5}  {size / np.median(wall) * 1e3:6.0f} seq/s  "
-                  f"({size / np.median(cpu) * 1e3:.0f} per CPU-second; {spread((wall, cpu))})")
+            for workers, intra_op in ((args.threads, 1), (1, args.threads)):
+                torch.set_num_threads(intra_op)
+                wall, cpu = timings_ms(lambda: gen.sample_many("Walking", range(size), classify=classify,
+                                                               workers=workers), 5, warmup=1)
+                print(f"  batch {size:5d} classify={classify!s:5} workers={workers} intra-op threads={intra_op}  "
+                      f"{size / np.median(wall) * 1e3:6.0f} seq/s  ({size / np.median(cpu) * 1e3:.0f} per CPU-second)")
 
     torch.set_num_threads(1)
     clip = gen.sample("Walking", 0)

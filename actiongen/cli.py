@@ -6,10 +6,12 @@ Bad arguments print one line `actiongen: error: ...` on stderr and exit with sta
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn, Sequence
 
+import torch
 from tqdm.auto import tqdm
 
 from . import render
@@ -198,8 +200,11 @@ def run_sample_all(args: argparse.Namespace) -> None:
         raise ValueError(f"--out {args.out} must be a .npz file or a directory (no suffix)")
     gen = load_generator(args)
     seeds = [args.seed + k for k in range(args.per_class)]
+    # One thread per worker and one worker per core: intra-op threads spend more on synchronising these
+    # small operations than they gain.
+    torch.set_num_threads(1)
     batch = gen.sample_many([a for a in gen.actions for _ in seeds], seeds * len(gen.actions), args.frames,
-                            progress=True)
+                            workers=os.cpu_count() or 1, progress=True)
     if suffix == ".npz":
         print(f"wrote {render.save_npz(batch, args.out)}: {len(batch)} clips, {args.per_class} per action")
         return

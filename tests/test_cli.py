@@ -38,7 +38,10 @@ def run(bundle_path, capsys):
             status = exit.code
         out, err = capsys.readouterr()
         return status, out, err
-    return invoke
+
+    threads = torch.get_num_threads()
+    yield invoke
+    torch.set_num_threads(threads)  # sample-all sets one thread per worker for the whole process
 
 
 def assert_usage_error(result: tuple[int, str, str], message: str) -> None:

@@ -234,6 +234,15 @@ def test_sample_many_rows_match_single_samples(gen):
         assert batch[i].action_label == single.action_label and batch[i].seed == seeds[i]
 
 
+def test_sample_many_workers_give_the_same_results(gen):
+    seeds = list(range(2 * CHUNK_ROWS + 5))
+    one = gen.sample_many("Walking", seeds, frames=10, classify=False)
+    three = gen.sample_many("Walking", seeds, frames=10, classify=False, workers=3)
+    assert np.array_equal(one.joints, three.joints) and np.array_equal(one.latents, three.latents)
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        gen.sample_many("Walking", seeds, workers=0)
+
+
 def test_sample_many_one_action_for_all_and_without_classifier(gen):
     batch = gen.sample_many("Walking", [1, 2, 3], classify=False)
     assert batch.probabilities is None and np.all(batch.labels == ACTIONS.index("Walking"))

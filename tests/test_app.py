@@ -1,6 +1,7 @@
 """The web app: request handlers in-process, then the real server on 127.0.0.1 through gradio_client."""
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -336,5 +337,5 @@ def test_app_py_starts_without_a_checkpoint_and_says_what_is_missing(tmp_path):
         assert any("ACTIONGEN_CHECKPOINT" in str(c.get("props", {}).get("value", ""))
                    for c in page_config["components"])
     finally:
-        process.terminate()
+        process.send_signal(signal.SIGINT)  # like Ctrl-C: gradio shuts down and the app removes its temp folder
         process.wait(timeout=20)

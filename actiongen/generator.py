@@ -116,6 +116,17 @@ def check_alpha(alpha: object, seed_b: int | None) -> float:
     return value
 
 
+def check_transition(transition: object, frames: int) -> tuple[int, int]:
+    valid = f"transition must be (start, end) frames with 0 <= start <= end <= {frames - 1}"
+    try:
+        start, end = (operator.index(v) for v in transition)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ValueError(f"{valid}; got {transition!r}") from None
+    if not 0 <= start <= end <= frames - 1:
+        raise ValueError(f"{valid}; got ({start}, {end})")
+    return start, end
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """"auto" -> CUDA when available, else CPU; ValueError for an unknown or unavailable device."""
     if str(device) == "auto":
@@ -217,22 +228,11 @@ class Generator:
                 raise ValueError("transition=(start, end) needs to_action, the action to move to")
             return np.broadcast_to(start_weights, (frames, len(self.actions))), label
         end_weights = self.class_weights_of(to_action)
-        start, end = self._check_transition(transition if transition is not None else (0, frames - 1), frames)
+        start, end = check_transition(transition if transition is not None else (0, frames - 1), frames)
         t = np.arange(frames)
         ramp = np.clip((t - start) / (end - start), 0.0, 1.0) if end > start else (t >= start).astype(float)
         weights = (1.0 - ramp)[:, None] * start_weights + ramp[:, None] * end_weights
         return weights, f"{label} -> {self.label_of(end_weights)} (frames {start}-{end})"
-
-    @staticmethod
-    def _check_transition(transition: object, frames: int) -> tuple[int, int]:
-        valid = f"transition must be (start, end) frames with 0 <= start <= end <= {frames - 1}"
-        try:
-            start, end = (operator.index(v) for v in transition)  # type: ignore[union-attr]
-        except (TypeError, ValueError):
-            raise ValueError(f"{valid}; got {transition!r}") from None
-        if not 0 <= start <= end <= frames - 1:
-            raise ValueError(f"{valid}; got ({start}, {end})")
-        return start, end
 
     # -- random inputs
 

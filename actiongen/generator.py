@@ -80,28 +80,25 @@ class SampleBatch:
 
 # ----------------------------------------------------------------------------- input checks
 
-def check_seed(seed: object, name: str = "seed") -> int:
-    if isinstance(seed, bool):
-        raise ValueError(f"{name} must be an integer in [0, 2**32); got {seed!r}")
+def check_int(value: object, name: str, low: int, high: int) -> int:
+    """`value` as an int in [low, high]; bools and non-integers are refused with the valid range."""
     try:
-        value = operator.index(seed)
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)
     except TypeError:
-        raise ValueError(f"{name} must be an integer in [0, 2**32); got {seed!r}") from None
-    if not 0 <= value < SEED_LIMIT:
-        raise ValueError(f"{name} must be in [0, 2**32) = [0, {SEED_LIMIT - 1}]; got {value}")
-    return value
+        raise ValueError(f"{name} must be an integer in [{low}, {high}]; got {value!r}") from None
+    if not low <= number <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}]; got {number}")
+    return number
+
+
+def check_seed(seed: object, name: str = "seed") -> int:
+    return check_int(seed, name, 0, SEED_LIMIT - 1)
 
 
 def check_frames(frames: object) -> int:
-    if isinstance(frames, bool):
-        raise ValueError(f"frames must be an integer in [{MIN_FRAMES}, {MAX_FRAMES}]; got {frames!r}")
-    try:
-        value = operator.index(frames)
-    except TypeError:
-        raise ValueError(f"frames must be an integer in [{MIN_FRAMES}, {MAX_FRAMES}]; got {frames!r}") from None
-    if not MIN_FRAMES <= value <= MAX_FRAMES:
-        raise ValueError(f"frames must be in [{MIN_FRAMES}, {MAX_FRAMES}]; got {value}")
-    return value
+    return check_int(frames, "frames", MIN_FRAMES, MAX_FRAMES)
 
 
 def check_alpha(alpha: object, seed_b: int | None) -> float:

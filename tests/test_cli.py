@@ -110,7 +110,7 @@ def test_help_lists_commands_and_actions(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["sample", "--action", "Flying", "--out", "x.gif"], "valid actions: Directions"),
     (["sample", "--action", "Walking", "--frames", "0", "--out", "x.gif"], "frames must be in [2, 1000]"),
-    (["sample", "--action", "Walking", "--seed", "-3", "--out", "x.gif"], "seed must be in [0, 2**32)"),
+    (["sample", "--action", "Walking", "--seed", "-3", "--out", "x.gif"], "seed must be in [0, 4294967295]"),
     (["sample", "--action", "Walking", "--frames", "ten", "--out", "x.gif"], "invalid int value"),
     (["sample", "--action", "Walking", "--out", "x.avi"], "needs one of the suffixes .gif"),
     (["sample", "--out", "x.gif"], "one of the arguments --action --mix is required"),

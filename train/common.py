@@ -86,6 +86,34 @@ def load_state(run_dir: Path | str) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def adam_pair(g_params, d_params, args: argparse.Namespace) -> dict:
+    """Generator and discriminator Adam (betas 0.5, 0.9, as in the seed) with learning rates halved every
+    `args.lr_decay_every` steps."""
+    opt_g = torch.optim.Adam(g_params, lr=args.lr, betas=(0.5, 0.9))
+    opt_d = torch.optim.Adam(d_params, lr=args.lr, betas=(0.5, 0.9))
+    return {"opt_g": opt_g, "opt_d": opt_d,
+            "sched_g": torch.optim.lr_scheduler.StepLR(opt_g, args.lr_decay_every, gamma=0.5),
+            "sched_d": torch.optim.lr_scheduler.StepLR(opt_d, args.lr_decay_every, gamma=0.5)}
+
+
+def resume(run_dir: Path | str, stateful: dict, sampler_rng: np.random.Generator, log: "MetricLog") -> tuple[int, float]:
+    """Restore every object in `stateful` (name -> module/optimiser/scheduler) and the random streams from
+    `<run_dir>/state.pt`; return the step and the training seconds already spent."""
+    state = load_state(run_dir)
+    for key, obj in stateful.items():
+        obj.load_state_dict(state[key])
+    restore_rng(state["rng"], sampler_rng)
+    log.truncate_after(state["step"])
+    return state["step"], state["elapsed"]
+
+
+def snapshot(stage: int, step: int, elapsed: float, args: argparse.Namespace, stateful: dict,
+             sampler_rng: np.random.Generator, **extra) -> dict:
+    """Everything `resume` needs, plus what later stages read (model config, stats)."""
+    return {"stage": stage, "step": step, "elapsed": elapsed, "args": vars(args),
+            **{k: v.state_dict() for k, v in stateful.items()}, "rng": rng_state(sampler_rng), **extra}
+
+
 def rng_state(sampler_rng: np.random.Generator) -> dict:
     return {"torch": torch.get_rng_state(), "numpy_sampler": sampler_rng.bit_generator.state}
 

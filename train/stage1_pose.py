@@ -14,8 +14,8 @@ from tqdm.auto import tqdm
 
 from actiongen.data import ClipSampler, load_pose_data, vectors_to_joints
 from actiongen.models import ModelConfig, PoseCritic, PoseDecoder
-from train.common import (MetricLog, apply_preset, base_parser, check_finite, load_state, restore_rng,
-                          rng_state, save_sample_sheet, save_state, setup)
+from train.common import (MetricLog, adam_pair, apply_preset, base_parser, check_finite, resume,
+                          save_sample_sheet, save_state, setup, snapshot)
 
 # The seed trains with lr 1e-3, halved every 25k generator steps; "fast" halves sooner to settle
 # within the CPU budget.
@@ -51,33 +51,17 @@ def main(argv: list[str] | None = None) -> None:
     sampler = ClipSampler(data, "train", seed=args.seed)
     cfg = ModelConfig(num_classes=len(data_cfg.actions), decoder_hidden=args.hidden, critic_hidden=args.hidden)
     decoder, critic = PoseDecoder(cfg).to(device), PoseCritic(cfg).to(device)
-    opt_g = torch.optim.Adam(decoder.parameters(), lr=args.lr, betas=(0.5, 0.9))
-    opt_d = torch.optim.Adam(critic.parameters(), lr=args.lr, betas=(0.5, 0.9))
-    sched_g = torch.optim.lr_scheduler.StepLR(opt_g, args.lr_decay_every, gamma=0.5)
-    sched_d = torch.optim.lr_scheduler.StepLR(opt_d, args.lr_decay_every, gamma=0.5)
+    optim = adam_pair(decoder.parameters(), critic.parameters(), args)
+    opt_g, opt_d, sched_g, sched_d = optim.values()
+    stateful = {"decoder": decoder, "critic": critic, **optim}
     log = MetricLog(args.out)
-    start, elapsed = 0, 0.0
-    if args.resume:
-        state = load_state(args.out)
-        for obj, key in ((decoder, "decoder"), (critic, "critic"), (opt_g, "opt_g"), (opt_d, "opt_d"),
-                         (sched_g, "sched_g"), (sched_d, "sched_d")):
-            obj.load_state_dict(state[key])
-        restore_rng(state["rng"], sampler.rng)
-        start, elapsed = state["step"], state["elapsed"]
-        log.truncate_after(start)
+    start, elapsed = resume(args.out, stateful, sampler.rng, log) if args.resume else (0, 0.0)
 
     def onehot(labels: torch.Tensor) -> torch.Tensor:
         return F.one_hot(labels, cfg.num_classes).float().to(device)
 
     def latent(n: int) -> torch.Tensor:
         return torch.rand(n, cfg.latent_dim, device=device) * 2 - 1
-
-    def snapshot(step: int) -> dict:
-        return {"stage": 1, "step": step, "elapsed": elapsed + time.time() - t0, "model": cfg.to_dict(),
-                "args": vars(args), "stats": data.stats.to_dict(),
-                "decoder": decoder.state_dict(), "critic": critic.state_dict(),
-                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                "sched_g": sched_g.state_dict(), "sched_d": sched_d.state_dict(), "rng": rng_state(sampler.rng)}
 
     t0 = time.time()
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="stage 1", dynamic_ncols=True)
@@ -110,7 +94,8 @@ def main(argv: list[str] | None = None) -> None:
             log.append(done, values)
             bar.set_postfix(d=f"{values['loss_d']:.3f}", g=f"{values['loss_g']:.3f}", w=f"{values['wasserstein']:.3f}")
         if done % args.checkpoint_every == 0 or done == args.steps:
-            save_state(args.out, snapshot(done))
+            save_state(args.out, snapshot(1, done, elapsed + time.time() - t0, args, stateful, sampler.rng,
+                                          model=cfg.to_dict(), stats=data.stats.to_dict()))
         if done % args.sample_every == 0 or done == args.steps:
             log.plot()
             decoder.eval()

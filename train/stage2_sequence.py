@@ -19,8 +19,8 @@ from actiongen.checkpoint import Bundle, save_bundle
 from actiongen.data import ClipSampler, load_pose_data, vectors_to_joints
 from actiongen.models import (ActionClassifier, LatentTransitionGenerator, ModelConfig, PoseDecoder,
                               SequenceDiscriminator)
-from train.common import (MetricLog, apply_preset, base_parser, check_finite, load_state, restore_rng,
-                          rng_state, save_sample_sheet, save_state, setup)
+from train.common import (MetricLog, adam_pair, apply_preset, base_parser, check_finite, load_state, resume,
+                          save_sample_sheet, save_state, setup, snapshot)
 
 # "paper": the seed's recipe (flattened bi-LSTM heads, z free to drift, lr 1e-4 halved every 15k).
 # "fast": pooled heads (25x fewer head weights, ~3x faster per iteration), z kept in the decoder's
@@ -82,26 +82,11 @@ def main(argv: list[str] | None = None) -> None:
     classifier = ActionClassifier(cfg).to(device)
     discriminator = SequenceDiscriminator(cfg).to(device)
     g_params = [p for n, p in transition.named_parameters() if not n.startswith("decoder.")]
-    opt_g = torch.optim.Adam(g_params + list(classifier.parameters()), lr=args.lr, betas=(0.5, 0.9))
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=args.lr, betas=(0.5, 0.9))
-    sched_g = torch.optim.lr_scheduler.StepLR(opt_g, args.lr_decay_every, gamma=0.5)
-    sched_d = torch.optim.lr_scheduler.StepLR(opt_d, args.lr_decay_every, gamma=0.5)
+    optim = adam_pair(g_params + list(classifier.parameters()), discriminator.parameters(), args)
+    opt_g, opt_d, sched_g, sched_d = optim.values()
+    stateful = {"transition": transition, "classifier": classifier, "discriminator": discriminator, **optim}
     log = MetricLog(args.out)
-    start, elapsed = 0, 0.0
-    if args.resume:
-        state = load_state(args.out)
-        for obj, key in ((transition, "transition"), (classifier, "classifier"), (discriminator, "discriminator"),
-                         (opt_g, "opt_g"), (opt_d, "opt_d"), (sched_g, "sched_g"), (sched_d, "sched_d")):
-            obj.load_state_dict(state[key])
-        restore_rng(state["rng"], sampler.rng)
-        start, elapsed = state["step"], state["elapsed"]
-        log.truncate_after(start)
-
-    def snapshot(step: int) -> dict:
-        return {"stage": 2, "step": step, "elapsed": elapsed + time.time() - t0, "model": cfg.to_dict(),
-                "args": vars(args), "transition": transition.state_dict(), "classifier": classifier.state_dict(),
-                "discriminator": discriminator.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                "sched_g": sched_g.state_dict(), "sched_d": sched_d.state_dict(), "rng": rng_state(sampler.rng)}
+    start, elapsed = resume(args.out, stateful, sampler.rng, log) if args.resume else (0, 0.0)
 
     def generate(cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z0, noise = transition.sample_inputs(cond.shape[0], data_cfg.clip_frames, device=device)
@@ -153,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
             log.append(done, values)
             bar.set_postfix(d=f"{values['loss_d']:.3f}", g=f"{values['g_gan']:.3f}", acc=f"{values['acc_fake']:.2f}")
         if done % args.checkpoint_every == 0 or done == args.steps:
-            save_state(args.out, snapshot(done))
+            save_state(args.out, snapshot(2, done, elapsed + time.time() - t0, args, stateful, sampler.rng,
+                                          model=cfg.to_dict()))
         if done % args.sample_every == 0 or done == args.steps:
             log.plot()
             with torch.no_grad():

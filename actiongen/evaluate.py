@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from .checkpoint import CheckpointError
 from .data import (ClipDataset, DataConfig, H36MDataError, NormStats, PoseData, Sequence, default_data_root,
                    joints_to_vectors, load_pose_data)
-from .metrics import accuracy, diversity, fid, mmd_avg, mmd_seq, multimodality, paired_subsets
+from .metrics import accuracy, class_mmd, diversity, fid, multimodality, paired_subsets
 from .recognizer import DEFAULT_RECOGNIZER, Recognizer, load_recognizer
 
 # MMD on Human3.6M as published; their real set was the training set.
@@ -149,26 +149,22 @@ def generation_seeds(seed: int, class_index: int, num_classes: int, per_class: i
 # ----------------------------------------------------------------------------- metrics of a row
 
 def compare(candidate: ClipSet, reference: ClipSet, per_class: int, rng: np.random.Generator) -> dict:
-    """MMD (per class on random equal-sized subsets, then the mean over classes) and FID on the same subsets."""
-    per_class_result, cand_rows, ref_rows = {}, [], []
+    """MMD (per class on random equal-sized subsets of at most `per_class`, then the mean over classes) and FID
+    on the same subsets. Classes with fewer than 2 clips on either side are left out."""
+    pairs = {}
     for action in candidate.clips:
-        if action not in reference.clips:
-            continue
-        i, j = paired_subsets(candidate.clips[action], reference.clips[action], rng, per_class)
-        if len(i) < 2:
-            continue
-        x, y = candidate.clips[action][i], reference.clips[action][j]
-        per_class_result[action] = {"mmd_avg": mmd_avg(x, y), "mmd_seq": mmd_seq(x, y), "m": len(i)}
-        cand_rows.append(candidate.rows(action)[i])
-        ref_rows.append(reference.rows(action)[j])
-    if not per_class_result:
+        if action in reference.clips:
+            i, j = paired_subsets(candidate.clips[action], reference.clips[action], rng, per_class)
+            if len(i) >= 2:
+                pairs[action] = (i, j)
+    if not pairs:
         raise ValueError("no class has at least 2 clips in both sets; nothing to compare")
-    result = {"mmd_avg": float(np.mean([v["mmd_avg"] for v in per_class_result.values()])),
-              "mmd_seq": float(np.mean([v["mmd_seq"] for v in per_class_result.values()])),
-              "fid": None, "per_class": per_class_result}
+    result = class_mmd({a: candidate.clips[a][i] for a, (i, _) in pairs.items()},
+                       {a: reference.clips[a][j] for a, (_, j) in pairs.items()})
+    result["fid"] = None
     if candidate.features is not None and reference.features is not None:
-        result["fid"] = fid(candidate.features[np.concatenate(cand_rows)],
-                            reference.features[np.concatenate(ref_rows)])
+        result["fid"] = fid(candidate.features[np.concatenate([candidate.rows(a)[i] for a, (i, _) in pairs.items()])],
+                            reference.features[np.concatenate([reference.rows(a)[j] for a, (_, j) in pairs.items()])])
     return result
 
 
@@ -217,7 +213,8 @@ def build_rows(data: PoseData, scorer: Scorer, per_class: int, generator=None, p
     train_clips = ClipDataset(data, "train").per_class(per_class, seed=0)
     train = scored(train_clips)
     test = scored(ClipDataset(data, "test").per_class())
-    train_name, test_name = f"train ({subjects_label(cfg.train_subjects)})", f"test ({subjects_label(cfg.test_subjects)})"
+    train_name = f"train ({subjects_label(cfg.train_subjects)})"
+    test_name = f"test ({subjects_label(cfg.test_subjects)})"
     rows = []
     if generator is not None:
         generated: dict[int, ClipSet] = {}
@@ -290,14 +287,13 @@ def run_rows(rows: list[Row], seeds: list[int], per_class: int, progress: bool =
     bar.close()
     summaries = []
     for row, results in zip(rows, per_row):
-        actions = list(dict.fromkeys(a for r in results for a in r["per_class"]))
-        summaries.append({
-            "name": row.name, "reference": row.reference_name, "kind": row.kind,
-            "metrics": summarise(results, METRICS),
-            "per_class": {a: {k: (v["mean"] if v else None) for k, v in
-                              summarise([r["per_class"].get(a, {}) for r in results], PER_CLASS_METRICS + ("m",)).items()}
-                          for a in actions},
-        })
+        per_class = {}
+        for action in dict.fromkeys(a for r in results for a in r["per_class"]):
+            seeds = [r["per_class"].get(action, {}) for r in results]
+            per_class[action] = {k: (v["mean"] if v else None)
+                                 for k, v in summarise(seeds, PER_CLASS_METRICS + ("m",)).items()}
+        summaries.append({"name": row.name, "reference": row.reference_name, "kind": row.kind,
+                          "metrics": summarise(results, METRICS), "per_class": per_class})
     return summaries
 
 
@@ -326,7 +322,8 @@ def to_markdown(report: dict) -> str:
         if row["kind"] == "baseline":
             continue
         lines += [f"Per class: {row['name']} vs {row['reference']}", "",
-                  "| Action | m | MMD_avg | MMD_seq | Acc. recogniser | Acc. own classifier |", "|---|---|---|---|---|---|"]
+                  "| Action | m | MMD_avg | MMD_seq | Acc. recogniser | Acc. own classifier |",
+                  "|---|---|---|---|---|---|"]
         for action, v in row["per_class"].items():
             cells = [f"{v[k]:.3f}" if v.get(k) is not None else "n/a" for k in PER_CLASS_METRICS]
             lines.append(f"| {action} | {v['m']:.0f} | " + " | ".join(cells) + " |")

@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     recognizer = Recognizer(ActionRecognizer(cfg), data.stats, data.config.actions)
     model = recognizer.model
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / args.steps)))
     augment = Augmenter(data.stats, args.noise, args.max_scale, args.seed)
     start, running = time.time(), []
     for step in range(1, args.steps + 1):

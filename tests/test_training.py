@@ -177,3 +177,18 @@ def test_shipped_checkpoint_generates_plausible_people():
         assert 3 < length.mean() < 120, (parent, child, length.mean())
     head_y = joints[..., 9, 1].mean(axis=1)
     assert (head_y < 0).mean() > 0.9  # upright: the head above the hip in image coordinates
+
+
+def test_generator_loss_terms_follow_the_seed_and_the_per_clip_option():
+    frames = torch.zeros(2, 3, 1)
+    frames[:, 1] = 1.0  # each clip: squared differences 1 + 1
+    shifts = torch.full((2, 2, 1), 0.5)  # each clip: 2 * 0.25
+    logits = torch.zeros(2)
+    seed_terms = stage2_sequence.generator_loss(logits, frames, shifts, torch.tensor(1.0), torch.tensor(2.0))
+    assert seed_terms["smooth"].item() == pytest.approx(2.0)
+    assert seed_terms["shift"].item() == pytest.approx(1.0)  # summed over the batch as well
+    assert seed_terms["total"].item() == pytest.approx(math.log(2) + 1e-4 * 2 + 0.1 * 1.0 + 0.01 * 3)
+    per_clip = stage2_sequence.generator_loss(logits, frames, shifts, torch.tensor(1.0), torch.tensor(2.0),
+                                              shift_weight=0.2, shift_per_clip=True)
+    assert per_clip["shift"].item() == pytest.approx(0.5)
+    assert per_clip["total"].item() == pytest.approx(math.log(2) + 1e-4 * 2 + 0.2 * 0.5 + 0.01 * 3)

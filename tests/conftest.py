@@ -6,7 +6,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from actiongen.data import DataConfig, load_pose_data
-from synthetic_h36m import write_archive
+from synthetic_h36m import write_archive, write_random_bundle
 
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "h36m"
 
@@ -26,6 +26,12 @@ def synthetic_config(synthetic_root, tmp_path_factory) -> DataConfig:
 @pytest.fixture(scope="session")
 def synthetic_data(synthetic_config):
     return load_pose_data(synthetic_config)
+
+
+@pytest.fixture(scope="session")
+def random_bundle_path(synthetic_data, tmp_path_factory) -> Path:
+    """A randomly initialised model bundle with the synthetic data's statistics."""
+    return write_random_bundle(tmp_path_factory.mktemp("model") / "m.json", synthetic_data.stats)
 
 
 @pytest.fixture(scope="session")

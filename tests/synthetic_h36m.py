@@ -1,11 +1,16 @@
-"""Writes small Human3.6M-format archives (cameras.h5 + S<n>/MyPoses/3D_positions/*.h5) for tests."""
+"""Writes small Human3.6M-format archives (cameras.h5 + S<n>/MyPoses/3D_positions/*.h5) and randomly
+initialised model bundles for tests."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import h5py
 import numpy as np
+import torch
 
+from actiongen.checkpoint import Bundle, build_models, save_bundle
+from actiongen.data import NormStats
+from actiongen.models import ModelConfig
 from actiongen.skeleton import ACTIONS
 
 CAMERA_NAMES = ("54138969", "55011271", "58860488", "60457274")
@@ -87,3 +92,15 @@ def write_archive(root: Path, subjects: tuple[int, ...] = (1, 5, 11), actions: t
                 write_sequence(root / f"S{s}" / "MyPoses" / "3D_positions" / f"{take}.h5",
                                motion(a, frames, rng))
     return root
+
+
+def random_bundle(stats: NormStats, cfg: ModelConfig | None = None, seed: int = 0) -> Bundle:
+    """A randomly initialised model in eval mode: untrained, but the same shapes and cost as a trained one."""
+    cfg = cfg or ModelConfig()
+    torch.manual_seed(seed)
+    transition, classifier = build_models(cfg)
+    return Bundle(cfg, stats, ACTIONS, transition.eval(), classifier.eval(), {})
+
+
+def write_random_bundle(path: Path, stats: NormStats, cfg: ModelConfig | None = None) -> Path:
+    return save_bundle(path, random_bundle(stats, cfg))[0]

@@ -14,26 +14,17 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network calls f
 import imageio_ffmpeg
 import numpy as np
 import pytest
-import torch
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app
 from actiongen.app_logic import FRAMES_MAX, FRAMES_MIN, SEED_MAX, ActionGenService, LRUCache, Request
-from actiongen.checkpoint import Bundle, CheckpointError, build_models, save_bundle
-from actiongen.models import ModelConfig
+from actiongen.checkpoint import CheckpointError
 from actiongen.skeleton import ACTIONS
+from synthetic_h36m import write_random_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def write_random_bundle(path: Path, stats) -> Path:
-    """A randomly initialised model bundle with the synthetic data's statistics (same cost as a trained one)."""
-    torch.manual_seed(0)
-    cfg = ModelConfig()
-    transition, classifier = build_models(cfg)
-    return save_bundle(path, Bundle(cfg, stats, ACTIONS, transition.eval(), classifier.eval(), {}))[0]
 
 
 def free_port() -> int:

@@ -9,22 +9,16 @@ import pytest
 import torch
 from PIL import Image
 
-from actiongen.checkpoint import Bundle, build_models, save_bundle
 from actiongen.cli import main, parse_mix
 from actiongen.generator import Generator
-from actiongen.models import ModelConfig
 from actiongen.skeleton import ACTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def bundle_path(synthetic_data, tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    cfg = ModelConfig()
-    transition, classifier = build_models(cfg)
-    path = tmp_path_factory.mktemp("model") / "m.json"
-    return save_bundle(path, Bundle(cfg, synthetic_data.stats, ACTIONS, transition, classifier, {}))[0]
+def bundle_path(random_bundle_path) -> Path:
+    return random_bundle_path
 
 
 @pytest.fixture

@@ -9,24 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from actiongen.checkpoint import DEFAULT_BUNDLE, Bundle, CheckpointError, build_models, save_bundle
+from actiongen.checkpoint import DEFAULT_BUNDLE, CheckpointError, save_bundle
 from actiongen.data import joints_to_vectors, vectors_to_joints
 from actiongen.generator import CHUNK_ROWS, FPS, Generator, resolve_device, slerp
 from actiongen.models import ModelConfig
 from actiongen.skeleton import ACTIONS, HIP, JOINT_NAMES
+from synthetic_h36m import random_bundle, write_random_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_random_bundle(path: Path, stats, cfg: ModelConfig = ModelConfig()) -> Path:
-    torch.manual_seed(0)
-    transition, classifier = build_models(cfg)
-    return save_bundle(path, Bundle(cfg, stats, ACTIONS, transition, classifier, {}))[0]
-
-
 @pytest.fixture(scope="module")
-def bundle_path(synthetic_data, tmp_path_factory) -> Path:
-    return write_random_bundle(tmp_path_factory.mktemp("model") / "m.json", synthetic_data.stats)
+def bundle_path(random_bundle_path) -> Path:
+    return random_bundle_path
 
 
 @pytest.fixture(scope="module")
@@ -252,20 +247,17 @@ def test_sample_many_one_action_for_all_and_without_classifier(gen):
 
 
 def test_flatten_head_classifies_any_length(synthetic_data):
-    cfg = ModelConfig(head="flatten", clip_frames=20)
-    transition, classifier = build_models(cfg)
-    gen = Generator(Bundle(cfg, synthetic_data.stats, ACTIONS, transition, classifier, {}))
+    gen = Generator(random_bundle(synthetic_data.stats, ModelConfig(head="flatten", clip_frames=20)))
     for frames in (7, 20, 45):
         p = gen.sample("Walking", 0, frames=frames).probabilities
         assert p.shape == (len(ACTIONS),) and p.sum() == pytest.approx(1, abs=1e-5)
 
 
 def test_non_finite_weights_raise_instead_of_returning_nan(synthetic_data, tmp_path):
-    cfg = ModelConfig()
-    transition, classifier = build_models(cfg)
+    bundle = random_bundle(synthetic_data.stats)
     with torch.no_grad():
-        transition.decoder.net[-1].bias[0] = float("nan")
-    path = save_bundle(tmp_path / "nan.json", Bundle(cfg, synthetic_data.stats, ACTIONS, transition, classifier, {}))[0]
+        bundle.decoder.net[-1].bias[0] = float("nan")
+    path = save_bundle(tmp_path / "nan.json", bundle)[0]
     with pytest.raises(CheckpointError, match="non-finite"):
         Generator.load(path, device="cpu").sample("Walking", 0)
 

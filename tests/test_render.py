@@ -7,22 +7,17 @@ from pathlib import Path
 import imageio.v2 as imageio
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from actiongen import render
-from actiongen.checkpoint import Bundle, build_models
 from actiongen.generator import Generator
-from actiongen.models import ModelConfig
 from actiongen.skeleton import ACTIONS, BONES, JOINT_NAMES
+from synthetic_h36m import random_bundle
 
 
 @pytest.fixture(scope="module")
 def gen(synthetic_data) -> Generator:
-    torch.manual_seed(0)
-    cfg = ModelConfig()
-    transition, classifier = build_models(cfg)
-    return Generator(Bundle(cfg, synthetic_data.stats, ACTIONS, transition, classifier, {}))
+    return Generator(random_bundle(synthetic_data.stats))
 
 
 @pytest.fixture(scope="module")

@@ -90,18 +90,25 @@ def save_bundle(path: Path | str, bundle: Bundle) -> tuple[Path, Path]:
     return json_path, weights_path
 
 
-def load_bundle(path: Path | str | None = None, device: torch.device | str = "cpu") -> Bundle:
-    """Load and validate a bundle; models come back in eval mode on `device`."""
-    json_path, weights_path = bundle_paths(path)
+def read_bundle_json(json_path: Path, expected_format: str, missing_hint: str) -> dict:
+    """The JSON half of a bundle, refused with a clear message when missing, malformed or of another format."""
     if not json_path.is_file():
-        raise CheckpointError(f"{json_path}: checkpoint config not found (train one with train/stage2_sequence.py "
-                              "or pass the path of a bundle .json)")
+        raise CheckpointError(f"{json_path}: {missing_hint}")
     try:
         doc = json.loads(json_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{json_path}: not valid JSON ({err})") from err
-    if doc.get("format") != FORMAT:
-        raise CheckpointError(f"{json_path}: format {doc.get('format')!r}; expected {FORMAT!r}")
+    if not isinstance(doc, dict) or doc.get("format") != expected_format:
+        found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise CheckpointError(f"{json_path}: format {found!r}; expected {expected_format!r}")
+    return doc
+
+
+def load_bundle(path: Path | str | None = None, device: torch.device | str = "cpu") -> Bundle:
+    """Load and validate a bundle; models come back in eval mode on `device`."""
+    json_path, weights_path = bundle_paths(path)
+    doc = read_bundle_json(json_path, FORMAT, "checkpoint config not found (train one with "
+                           "train/stage2_sequence.py or pass the path of a bundle .json)")
     if tuple(doc.get("joints", ())) != JOINT_NAMES:
         raise CheckpointError(f"{json_path}: joint order {doc.get('joints')} differs from this code's {list(JOINT_NAMES)}")
     try:

@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
-from .checkpoint import CheckpointError, atomic_write_bytes, bundle_paths
+from .checkpoint import CheckpointError, atomic_write_bytes, bundle_paths, read_bundle_json
 from .data import NormStats
 from .models import motion_features
 from .skeleton import ACTIONS, POSE_DIM
@@ -103,14 +103,7 @@ def save_recognizer(path: Path | str, recognizer: Recognizer) -> tuple[Path, Pat
 def load_recognizer(path: Path | str | None = None) -> Recognizer:
     """Load a recogniser (default `assets/recognizer.json`) in eval mode on the CPU."""
     json_path, weights_path = bundle_paths(path if path is not None else DEFAULT_RECOGNIZER)
-    if not json_path.is_file():
-        raise CheckpointError(f"{json_path}: recogniser not found (train one with python -m train.train_recognizer)")
-    try:
-        doc = json.loads(json_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{json_path}: not valid JSON ({err})") from err
-    if doc.get("format") != FORMAT:
-        raise CheckpointError(f"{json_path}: format {doc.get('format')!r}; expected {FORMAT!r}")
+    doc = read_bundle_json(json_path, FORMAT, "recogniser not found (train one with python -m train.train_recognizer)")
     try:
         cfg = RecognizerConfig.from_dict(doc["model"])
         stats = NormStats.from_dict(doc["stats"])

@@ -60,7 +60,7 @@ def parse_mix(text: str) -> dict[str, float]:
 
 def parse_range(text: str) -> tuple[int, int]:
     """"20:40" -> (20, 40)."""
-    start, sep, end = text.partition(":")
+    start, _, end = text.partition(":")
     try:
         return int(start), int(end)
     except ValueError:

@@ -335,8 +335,9 @@ class ClipSampler:
     """Random training batches: a class uniformly, then a clip start uniformly among that class's valid
     starts (so longer sequences give proportionally more clips), or a frame uniformly among its frames."""
 
-    def __init__(self, data: PoseData, split: str = "train", seed: int = 0) -> None:
+    def __init__(self, data: PoseData, split: str = "train", seed: int = 0, batch_size: int = 32) -> None:
         cfg = data.config
+        self.batch_size = batch_size
         self.clip_frames, self.frame_stride = cfg.clip_frames, cfg.frame_stride
         span = (cfg.clip_frames - 1) * cfg.frame_stride + 1
         self.rng = np.random.default_rng(seed)
@@ -378,8 +379,9 @@ class ClipSampler:
         return torch.from_numpy(self.vectors[picks]), torch.from_numpy(labels)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Endless batches of `batch_size` clips, as a torch-style iterator."""
         while True:
-            yield self.clips(32)
+            yield self.clips(self.batch_size)
 
 
 class ClipDataset(torch.utils.data.Dataset):

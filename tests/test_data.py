@@ -263,20 +263,16 @@ def test_corrupt_cameras_file_is_named(tmp_path):
     load_expecting_error(small_config(root, None), str(root / "cameras.h5"), "cannot read camera")
 
 
-def test_wrong_array_shape_is_named(tmp_path):
+@pytest.mark.parametrize("action, dataset, shape, expected", [
+    ("Walking", "3D_positions", (90, 200), ("(90, 200)", "expected (96, N)")),  # wrong array shape
+    ("Sitting", "positions", (96, 200), ("'3D_positions'", "positions")),  # missing dataset name
+])
+def test_malformed_sequence_file_is_named(tmp_path, action, dataset, shape, expected):
     root = small_archive(tmp_path / "h36m")
-    path = sequence_path(root, 1, "Walking")
+    path = sequence_path(root, 1, action)
     with h5py.File(path, "w") as f:
-        f["3D_positions"] = np.zeros((90, 200))
-    load_expecting_error(small_config(root, None), str(path), "(90, 200)", "expected (96, N)")
-
-
-def test_missing_dataset_is_named(tmp_path):
-    root = small_archive(tmp_path / "h36m")
-    path = sequence_path(root, 1, "Sitting")
-    with h5py.File(path, "w") as f:
-        f["positions"] = np.zeros((96, 200))
-    load_expecting_error(small_config(root, None), str(path), "'3D_positions'", "positions")
+        f[dataset] = np.zeros(shape)
+    load_expecting_error(small_config(root, None), str(path), *expected)
 
 
 def test_camera_missing_from_cameras_file_is_named(tmp_path):

@@ -1,6 +1,7 @@
 """Command line: `actiongen <command> ...` or `python -m actiongen <command> ...` (examples in EXAMPLES).
 
-The output format follows the suffix of --out: .gif .mp4 .png (filmstrip) .npz .json.
+The output format follows the suffix of --out: .gif .mp4 .png (filmstrip) .npz .json, and .bvh for a 3D
+model (--model 3d).
 Bad arguments print one line `actiongen: error: ...` on stderr and exit with status 2.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from tqdm.auto import tqdm
 
 from . import render
 from .generator import Generator, Sample
+from .checkpoint import DEFAULT_BUNDLES
 from .skeleton import ACTIONS
 
 PROG = "actiongen"
@@ -24,8 +26,9 @@ EXAMPLES = """examples:
   actiongen mix Walking=0.5 Phoning=0.5 --seed 3 --out mix.mp4
   actiongen transition --action Walking --to-action Phoning --transition 20:40 --out switch.gif
   actiongen interpolate --action Walking --seed 1 --to-seed 2 --steps 8 --out strip.gif
-  actiongen sample-all --per-class 5 --out samples.npz"""
-DIR_FORMATS = ("gif", "mp4", "png", "npz", "json")
+  actiongen sample-all --per-class 5 --out samples.npz
+  actiongen sample --model 3d --action Walking --seed 3 --frames 100 --out walk.bvh"""
+DIR_FORMATS = ("gif", "mp4", "png", "npz", "json", "bvh")
 
 
 class Parser(argparse.ArgumentParser):
@@ -90,18 +93,22 @@ def positive(text: str) -> int:
 def build_parser() -> Parser:
     actions = ", ".join(ACTIONS)
     common = Parser(add_help=False)
-    common.add_argument("--checkpoint", type=Path, metavar="PATH", help="model bundle .json (default: the shipped assets/actiongen.json)")
+    model = common.add_mutually_exclusive_group()
+    model.add_argument("--checkpoint", type=Path, metavar="PATH", help="model bundle .json (default: the shipped assets/actiongen.json)")
+    model.add_argument("--model", type=str.lower, choices=list(DEFAULT_BUNDLES),
+                       help="a shipped model: 2d (camera view, the default) or 3d (world frame in mm, .bvh export)")
     common.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     clip = Parser(add_help=False)
     clip.add_argument("--seed", type=int, default=0, metavar="N", help="random seed in [0, 2**32) (default 0)")
     clip.add_argument("--frames", type=int, default=50, metavar="T", help="clip length in frames at 50/3 fps, 2 to 1000 "
                                                              "(default 50 = 3 s)")
     out = Parser(add_help=False)
-    out.add_argument("--out", type=export_path, required=True, metavar="FILE", help="output file: .gif .mp4 .png .npz or .json")
+    out.add_argument("--out", type=export_path, required=True, metavar="FILE",
+                     help="output file: .gif .mp4 .png .npz .json, or .bvh (3D models)")
     out.add_argument("--size", type=positive, default=256, metavar="PX", help="pixels per clip panel of .gif/.mp4/.png (default 256)")
 
     parser = Parser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
-                    description=f"Generate 2D human-action skeleton clips with the ActionGen model.\n\n{EXAMPLES}",
+                    description=f"Generate 2D or 3D human-action skeleton clips with the ActionGen models.\n\n{EXAMPLES}",
                     epilog=f"actions: {actions}\nRun `{PROG} <command> --help` for a command's options.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
     parents = [common, clip, out]
@@ -141,7 +148,7 @@ def build_parser() -> Parser:
 
     sample_all = commands.add_parser("sample-all", parents=[common, clip], help="N clips of every action",
                                      description="N clips of every action with seeds SEED..SEED+N-1: one .npz "
-                                                 "(poses (N, T, 16, 2), labels, actions) or a directory of files.")
+                                                 "(poses (N, T, 16, 2|3), labels, actions) or a directory of files.")
     sample_all.add_argument("--per-class", type=positive, required=True, metavar="N", help="clips per action")
     sample_all.add_argument("--out", type=Path, required=True, metavar="PATH", help="FILE.npz, or a directory for one file per clip")
     sample_all.add_argument("--format", choices=DIR_FORMATS, default="gif", help="file format in a directory "
@@ -160,7 +167,7 @@ def add_action_options(parser: argparse.ArgumentParser, actions: str) -> None:
 # ----------------------------------------------------------------------------- commands
 
 def load_generator(args: argparse.Namespace) -> Generator:
-    return Generator.load(args.checkpoint, device=args.device)
+    return Generator.load(args.checkpoint, device=args.device, model=args.model)
 
 
 def describe(sample: Sample, actions: Sequence[str]) -> str:

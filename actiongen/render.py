@@ -4,6 +4,10 @@ Skeletons are drawn with Pillow at twice the output size and halved (anti-aliase
 in blue and right limbs in red. The view is a fixed window around the hip (which is the origin of
 every pose), so a figure never jumps between frames and every clip is drawn at the same scale.
 Several clips (an interpolation strip) are drawn side by side and animated together.
+
+3D clips (joints (T, 16, 3), world millimetres) are drawn in the fixed oblique view of
+`actiongen.views.oblique_view`; their data files hold the fixed-length skeleton of `actiongen.bvh` (the
+same one a BVH file of the clip has), and `.bvh` writes the clip for Blender, Maya or Unity.
 """
 from __future__ import annotations
 
@@ -17,8 +21,10 @@ import imageio_ffmpeg
 import numpy as np
 from PIL import Image, ImageDraw
 
+from . import bvh
 from .generator import FPS, Sample, SampleBatch
 from .skeleton import BONES, JOINT_NAMES, NUM_JOINTS
+from .views import drawable
 
 SIDE_COLORS: dict[str, str] = {"left": "#1f6fd1", "right": "#d6332a", "center": "#3c3c3c"}
 BACKGROUND = "#ffffff"
@@ -28,7 +34,9 @@ VIEW_HALF_EXTENT = 215.0
 SUPERSAMPLE = 2
 SAMPLE_FORMAT = "actiongen-sample/1"
 UNITS = "dataset units (depth-normalised camera pixels), hip at the origin, y pointing down"
-EXPORT_SUFFIXES = (".gif", ".mp4", ".png", ".npz", ".json")
+UNITS_3D = ("millimetres, world frame, hip at the origin, z up; root_position (T, 3) puts the hip above the "
+            "floor")
+EXPORT_SUFFIXES = (".gif", ".mp4", ".png", ".npz", ".json", ".bvh")
 
 Clips = Union[Sample, Sequence[Sample], np.ndarray]
 
@@ -44,7 +52,8 @@ JOINT_SIDES = _joint_sides()
 
 
 def as_joints(clips: Clips) -> np.ndarray:
-    """(K, T, 16, 2) joints of a Sample, a list of Samples (same length), or a (T|K,T, 16, 2) array."""
+    """(K, T, 16, 2) drawing coordinates of a Sample, a list of Samples (same length), or a (T|K,T, 16, 2|3)
+    array; 3D joints in the oblique view."""
     if isinstance(clips, Sample):
         joints = clips.joints[None]
     elif isinstance(clips, np.ndarray):
@@ -56,10 +65,10 @@ def as_joints(clips: Clips) -> np.ndarray:
         if len(lengths) != 1:
             raise ValueError(f"clips drawn together need the same number of frames; got {sorted(lengths)}")
         joints = np.stack([s.joints for s in clips])
-    if joints.ndim != 4 or joints.shape[2:] != (NUM_JOINTS, 2) or joints.shape[1] < 1:
-        raise ValueError(f"joints must have shape (T, {NUM_JOINTS}, 2) or (K, T, {NUM_JOINTS}, 2); "
+    if joints.ndim != 4 or joints.shape[2:] not in ((NUM_JOINTS, 2), (NUM_JOINTS, 3)) or joints.shape[1] < 1:
+        raise ValueError(f"joints must have shape (T, {NUM_JOINTS}, 2|3) or (K, T, {NUM_JOINTS}, 2|3); "
                          f"got {np.shape(clips)}")
-    return np.asarray(joints, dtype=np.float32)
+    return np.asarray(drawable(joints), dtype=np.float32)
 
 
 def clip_fps(clips: Clips, fps: float | None) -> float:
@@ -203,21 +212,35 @@ def save_filmstrip_png(clips: Clips, path: Path | str, frames: int = 8, size: in
 
 # ----------------------------------------------------------------------------- data files
 
-def skeleton_record() -> dict[str, Any]:
+def skeleton_record(dims: int = 2) -> dict[str, Any]:
     return {
         "format": SAMPLE_FORMAT,
-        "units": UNITS,
+        "units": UNITS if dims == 2 else UNITS_3D,
         "joint_names": list(JOINT_NAMES),
         "bones": np.array([(parent, child) for parent, child, _ in BONES], dtype=np.int64),
         "bone_sides": [side for _, _, side in BONES],
     }
 
 
+def fixed_length_record(joints: np.ndarray) -> dict[str, Any]:
+    """The data-file entries of 3D clips (..., T, 16, 3): `joints` on the fixed-length skeleton that the BVH
+    export uses, its bone lengths, each clip's `root_position` and how far the fit moved the joints."""
+    fit = bvh.fit_fixed_lengths(joints)
+    return {"joints": fit.joints, "root_position": bvh.root_positions(fit.joints), "bone_lengths_mm": fit.bone_lengths,
+            "fit_displacement_mean_mm": fit.displacement_mean_mm,
+            "fit_displacement_max_mm": fit.displacement_max_mm}
+
+
+def joints_record(joints: np.ndarray) -> dict[str, Any]:
+    """The positions entries of a data file: 2D joints as generated, 3D ones on a fixed-length skeleton."""
+    return {"joints": joints} if joints.shape[-1] == 2 else fixed_length_record(joints)
+
+
 def sample_record(sample: Sample) -> dict[str, Any]:
     """Everything needed to use a clip elsewhere or to generate it again."""
     return {
-        **skeleton_record(),
-        "joints": sample.joints,
+        **skeleton_record(sample.joints.shape[-1]),
+        **joints_record(sample.joints),
         "latents": sample.latents,
         "class_weights": sample.class_weights,
         "probabilities": sample.probabilities,
@@ -238,16 +261,19 @@ def strip_record(samples: Sequence[Sample]) -> dict[str, Any]:
     for key, value in records[0].items():
         if isinstance(value, np.ndarray) and key != "bones":
             record[key] = np.stack([r[key] for r in records])
-        elif key in ("action_label", "seed", "seed_b", "alpha"):
+        elif key in ("action_label", "seed", "seed_b", "alpha", "fit_displacement_mean_mm",
+                     "fit_displacement_max_mm"):
             record[key] = [r[key] for r in records]
     return record
 
 
 def batch_record(batch: SampleBatch) -> dict[str, Any]:
-    """A SampleBatch: `poses` (N, T, 16, 2), `labels` (N,) class indices into `actions`."""
+    """A SampleBatch: `poses` (N, T, 16, 2|3), `labels` (N,) class indices into `actions`."""
+    positions = joints_record(batch.joints)
     return {
-        **skeleton_record(),
-        "poses": batch.joints,
+        **skeleton_record(batch.joints.shape[-1]),
+        **{k: v for k, v in positions.items() if k != "joints"},
+        "poses": positions["joints"],
         "labels": batch.labels,
         "actions": list(batch.actions),
         "latents": batch.latents,
@@ -295,9 +321,24 @@ def save_json(item: DataItem, path: Path | str) -> Path:
     return path
 
 
+def save_bvh(sample: Sample, path: Path | str) -> Path:
+    """A BVH file of one 3D clip, on the same fixed-length skeleton as the clip's .npz and .json."""
+    if not isinstance(sample, Sample):
+        raise ValueError("a BVH file holds one clip; export strips of several clips as .gif .mp4 .png .npz "
+                         "or .json")
+    if sample.joints.shape[-1] != 3:
+        raise ValueError("BVH export needs a 3D clip (a 3D model: --model 3d, Generator.load(model='3d')); "
+                         "this clip is 2D")
+    path = _output_path(path)
+    bvh.save_bvh(sample.joints, path, sample.fps)
+    return path
+
+
 def export(item: Sample | Sequence[Sample], path: Path | str, size: int = 256) -> Path:
     """Write a clip (or clips side by side) in the format named by the suffix of `path`."""
     suffix = Path(path).suffix.lower()
+    if suffix == ".bvh":
+        return save_bvh(item, path)
     if suffix == ".gif":
         return save_gif(item, path, size=size)
     if suffix == ".mp4":

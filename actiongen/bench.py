@@ -1,7 +1,7 @@
 """Speed benchmark: `python -m actiongen.bench [--checkpoint PATH]`.
 
 Times one warm 50-frame `Generator.sample` on one CPU thread, batched `sample_many` throughput on two
-cores (two workers of one thread each, and one worker of two intra-op threads), and the GIF export of a 50-frame clip at 256 px; prints medians with the 10th-90th percentile
+cores (two workers of one thread each, and one worker of two intra-op threads), the GIF export of a 50-frame clip at 256 px, and the BVH export of a 300-frame 3D clip (the shipped 3D model's, else a random-init one's); prints medians with the 10th-90th percentile
 spread. Without a checkpoint it times a randomly initialised model: speed does not depend on the weights.
 Wall-clock numbers are only comparable on an otherwise idle machine, so the load average is printed, and
 so is the CPU time of this process, which other processes on the machine disturb much less.
@@ -11,18 +11,20 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import tempfile
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
 from . import render
-from .checkpoint import DEFAULT_BUNDLE, Bundle, build_models
+from .checkpoint import DEFAULT_BUNDLE, DEFAULT_BUNDLES, Bundle, build_models
 from .data import NormStats
 from .generator import Generator
 from .models import ModelConfig
-from .skeleton import ACTIONS, POSE_DIM
+from .skeleton import ACTIONS, pose_dim_of
 
 
 def timings_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -43,10 +45,13 @@ def spread(times: tuple[np.ndarray, np.ndarray]) -> str:
     return f"median {median:8.3f} ms  (p10 {p10:.3f}, p90 {p90:.3f}, n={len(wall)}; CPU {np.median(cpu):.3f} ms)"
 
 
-def random_generator() -> Generator:
-    cfg = ModelConfig()
+def random_generator(dims: int = 2) -> Generator:
+    """A randomly initialised model of 2D (dataset units) or 3D (mm) poses, std 50 per coordinate."""
+    pose_dim = pose_dim_of(dims)
+    cfg = ModelConfig(pose_dim=pose_dim)
     transition, classifier = build_models(cfg)
-    stats = NormStats(np.zeros(POSE_DIM, np.float32), np.full(POSE_DIM, 50.0, np.float32), 5000.0)
+    stats = NormStats(np.zeros(pose_dim, np.float32), np.full(pose_dim, 50.0, np.float32), 5000.0,
+                      np.array([0.0, 0.0, 5000.0]) if dims == 3 else None)
     return Generator(Bundle(cfg, stats, ACTIONS, transition, classifier, {}), "cpu")
 
 
@@ -96,6 +101,15 @@ def main(argv: list[str] | None = None) -> None:
     clip = gen.sample("Walking", 0)
     print("\nexport of one 50-frame clip at 256 px, 1 thread:")
     print(f"  gif_bytes                 {spread(timings_ms(lambda: render.gif_bytes(clip, size=256), 20))}")
+
+    bundle_3d = DEFAULT_BUNDLES["3d"]
+    gen_3d = Generator.load(bundle_3d, device="cpu") if bundle_3d.is_file() else random_generator(dims=3)
+    clip_3d = gen_3d.sample("Walking", 0, frames=300, classify=False)
+    print(f"\nBVH export of one 300-frame 3D clip ({bundle_3d.name if bundle_3d.is_file() else 'random-init'}), "
+          "fit + rotations + file, 1 thread:")
+    with tempfile.TemporaryDirectory() as folder:
+        target = Path(folder) / "clip.bvh"
+        print(f"  export .bvh               {spread(timings_ms(lambda: render.export(clip_3d, target), 20))}")
 
 
 if __name__ == "__main__":

@@ -66,8 +66,8 @@ def as_joints(clips: Clips) -> np.ndarray:
             raise ValueError(f"clips drawn together need the same number of frames; got {sorted(lengths)}")
         joints = np.stack([s.joints for s in clips])
     if joints.ndim != 4 or joints.shape[2:] not in ((NUM_JOINTS, 2), (NUM_JOINTS, 3)) or joints.shape[1] < 1:
-        raise ValueError(f"joints must have shape (T, {NUM_JOINTS}, 2|3) or (K, T, {NUM_JOINTS}, 2|3); "
-                         f"got {np.shape(clips)}")
+        raise ValueError(f"joints must have shape (T, {NUM_JOINTS}, 2) or (K, T, {NUM_JOINTS}, 2), or 3 "
+                         f"coordinates for 3D clips; got {np.shape(clips)}")
     return np.asarray(drawable(joints), dtype=np.float32)
 
 

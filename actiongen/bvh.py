@@ -220,7 +220,9 @@ def build_bvh(joints: np.ndarray, fps: float) -> tuple[Bvh, FittedClip]:
             end = BvhEndSite(f"{JOINT_NAMES[bone.tip]}_end", rest[bone.tip] - rest[bone.at], parent=node)
             node.children = [*node.children, end]
             nodes.append(end)
-    angles = rotmat_to_euler(local_rotations(positions), EULER_ORDER)
+    # Unwrapped over time: a turn past 180 degrees continues instead of jumping by 360, so tools that
+    # interpolate between frames (resampling, blending) do not spin the joint the long way round.
+    angles = np.unwrap(rotmat_to_euler(local_rotations(positions), EULER_ORDER), axis=0)
     root = root_positions(fit.joints).astype(np.float64) @ to_bvh.T
     return Bvh(nodes, root, angles, frame_time=1.0 / fps, world_up="+y"), fit
 

@@ -91,6 +91,15 @@ def test_bvh_round_trip_survives_folded_and_degenerate_poses(tmp_path):
     assert_round_trip(tmp_path / "awkward.bvh", fit.joints, root_positions(fit.joints), max_mm=0.1)
 
 
+def test_bvh_angles_run_on_through_full_turns(tmp_path):
+    save_bvh(awkward_clip(), tmp_path / "spin.bvh", fps=50 / 3)  # the torso turns twice around
+    lines = (tmp_path / "spin.bvh").read_text().splitlines()
+    motion = np.loadtxt(lines[lines.index("MOTION") + 3:])
+    heading = motion[:, 5]  # the Hip's Yrotation, after 3 positions and Zrotation, Xrotation
+    assert np.abs(np.diff(heading)).max() < 180  # wrapped to [-180, 180] a turn would jump by about 350
+    assert heading.max() - heading.min() > 600
+
+
 def test_fit_keeps_directions_sets_mean_lengths_and_reports_the_move():
     clip = awkward_clip()
     fit = fit_fixed_lengths(clip)

@@ -188,7 +188,7 @@ def stage1_3d(synthetic_root, tmp_path_factory):
     return out
 
 
-def test_stage1_with_dims_3_trains_a_45_d_decoder(stage1_3d, monkeypatch):
+def test_stage1_with_dims_3_trains_a_45_d_decoder(stage1_3d):
     state = load_state(stage1_3d)
     assert state["model"]["pose_dim"] == 45 and len(state["stats"]["mean"]) == 45
     assert state["decoder"]["net.3.weight"].shape == (45, 32)

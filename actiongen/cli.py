@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import render
+from .bvh import fit_fixed_lengths
 from .generator import Generator, Sample
 from .checkpoint import DEFAULT_BUNDLES
 from .skeleton import ACTIONS
@@ -177,6 +178,10 @@ def describe(sample: Sample, actions: Sequence[str]) -> str:
     if sample.probabilities is not None:
         best = int(sample.probabilities.argmax())
         text += f"; classifier: {actions[best]} {100 * sample.probabilities[best]:.0f}%"
+    if sample.joints.shape[-1] == 3:
+        fit = fit_fixed_lengths(sample.joints)
+        text += (f"; fixed-length skeleton moved joints by {fit.displacement_mean_mm:.1f} mm on average "
+                 f"(max {fit.displacement_max_mm:.1f} mm)")
     return text
 
 

@@ -155,6 +155,7 @@ def test_cli_writes_bvh_for_a_3d_model_and_refuses_it_for_a_2d_one(random_bundle
     assert cli_main(["sample", "--checkpoint", str(random_bundle_3d_path), "--device", "cpu", "--action", "Walking",
                      "--frames", "30", "--out", str(out)]) == 0
     assert read_bvh_positions(out)[1] == 30
+    assert "fixed-length skeleton moved joints by" in capsys.readouterr().out
     assert cli_main(["sample", "--checkpoint", str(random_bundle_path), "--device", "cpu", "--action", "Walking",
                      "--out", str(tmp_path / "flat.bvh")]) == 2
     assert "BVH export needs a 3D clip" in capsys.readouterr().err

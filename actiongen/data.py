@@ -353,14 +353,13 @@ def load_pose_data(cfg: DataConfig | None = None) -> PoseData:
         raise H36MDataError(f"{Path(cfg.root) / 'cameras.h5'}: camera file not found; expected cameras.h5 "
                             "from the h36m archive")
     joints, hips = _load_projected(cfg, files)
-    depths = [h[:, 2] for h in hips]
     train_hips = [h for s, h in zip(files, hips) if s.subject in cfg.train_subjects]
     if not train_hips:
         raise H36MDataError(f"{cfg.root}: no sequences of the training subjects {list(cfg.train_subjects)}")
     mean_hip_depth = float(np.concatenate([h[:, 2] for h in train_hips]).mean())
     if cfg.dims == 2:
-        sequences = [Sequence(s.subject, s.action, s.take, j * (d / mean_hip_depth)[:, None, None])
-                     for s, j, d in zip(files, joints, depths)]
+        sequences = [Sequence(s.subject, s.action, s.take, j * (h[:, 2] / mean_hip_depth)[:, None, None])
+                     for s, j, h in zip(files, joints, hips)]
     else:
         sequences = [Sequence(s.subject, s.action, s.take, j) for s, j in zip(files, joints)]
     # Summed in float64: float32 accumulation over the ~300k training frames drifts by ~1e-3 std.

@@ -173,8 +173,12 @@ def rest_positions(lengths: np.ndarray) -> np.ndarray:
 def local_rotations(positions: np.ndarray) -> np.ndarray:
     """(T, 16, 3) fixed-length positions in BVH axes -> (T, len(BVH_BONES), 3, 3) rotations of each BVH
     joint relative to its parent, so that forward kinematics from the T-pose gives the positions back."""
-    count = len(positions)
-    world = np.empty((count, len(BVH_BONES), 3, 3))
+    world = np.empty((len(positions), len(BVH_BONES), 3, 3))
+    identity = np.broadcast_to(np.eye(3), (len(positions), 3, 3))
+
+    def parent_world(bone: BvhBone) -> np.ndarray:
+        return identity if bone.parent is None else world[:, bone.parent]
+
     for i, bone in enumerate(BVH_BONES):
         direction = _unit(positions[:, bone.tip] - positions[:, bone.at])
         rest = REST_DIRECTION[bone.tip]
@@ -183,11 +187,9 @@ def local_rotations(positions: np.ndarray) -> np.ndarray:
             current = frame(direction, positions[:, left] - positions[:, right])
             world[:, i] = current @ frame(rest, _X).T
         else:
-            parent = world[:, bone.parent] if bone.parent is not None else np.broadcast_to(np.eye(3), (count, 3, 3))
-            world[:, i] = swing(parent @ rest, direction) @ parent
-    parent_world = np.stack([world[:, b.parent] if b.parent is not None else np.broadcast_to(np.eye(3), (count, 3, 3))
-                             for b in BVH_BONES], axis=1)
-    return np.swapaxes(parent_world, -1, -2) @ world
+            world[:, i] = swing(parent_world(bone) @ rest, direction) @ parent_world(bone)
+    parents = np.stack([parent_world(bone) for bone in BVH_BONES], axis=1)
+    return np.swapaxes(parents, -1, -2) @ world
 
 
 # ----------------------------------------------------------------------------- the file

@@ -25,7 +25,7 @@ import warnings
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -36,6 +36,9 @@ from .data import (ClipDataset, DataConfig, H36MDataError, NormStats, PoseData, 
                    joints_to_vectors, load_pose_data)
 from .metrics import accuracy, class_mmd, diversity, fid, multimodality, paired_subsets
 from .recognizer import DEFAULT_RECOGNIZER, Recognizer, load_recognizer
+
+if TYPE_CHECKING:  # the generator module is imported only when a checkpoint is evaluated
+    from .generator import Generator, SampleBatch
 
 # MMD on Human3.6M as published; their real set was the training set.
 PUBLISHED = (
@@ -246,17 +249,22 @@ def build_rows(data: PoseData, scorer: Scorer, per_class: int, generator=None, p
     return rows
 
 
-def generate_set(generator, scorer: Scorer, data_stats: NormStats, per_class: int, seed: int,
+def generate_per_class(generator: Generator, actions: tuple[str, ...], per_class: int, seed: int,
+                       progress: bool, classify: bool = True) -> dict[str, SampleBatch]:
+    """`per_class` generated clips of every action under evaluation seed `seed` (see generation_seeds)."""
+    return {action: generator.sample_many(action, generation_seeds(seed, c, len(actions), per_class),
+                                          classify=classify)
+            for c, action in enumerate(tqdm(actions, desc=f"generating (seed {seed})", unit="class",
+                                            disable=not progress, leave=False))}
+
+
+def generate_set(generator: Generator, scorer: Scorer, data_stats: NormStats, per_class: int, seed: int,
                  progress: bool) -> ClipSet:
     """`per_class` generated clips of every action, as normalised vectors with the data's statistics."""
-    actions = scorer.actions
-    clips, probabilities = {}, []
-    for c, action in enumerate(tqdm(actions, desc=f"generating (seed {seed})", unit="class",
-                                    disable=not progress, leave=False)):
-        batch = generator.sample_many(action, generation_seeds(seed, c, len(actions), per_class))
-        clips[action] = joints_to_vectors(batch.joints, data_stats).astype(np.float32)
-        probabilities.append(batch.probabilities)
-    return scorer.score(clips, own_scores=np.concatenate(probabilities))
+    batches = generate_per_class(generator, scorer.actions, per_class, seed, progress)
+    clips = {action: joints_to_vectors(batch.joints, data_stats).astype(np.float32)
+             for action, batch in batches.items()}
+    return scorer.score(clips, own_scores=np.concatenate([batch.probabilities for batch in batches.values()]))
 
 
 # ----------------------------------------------------------------------------- running and reporting

@@ -1,6 +1,7 @@
 """The shipped model bundle: `<name>.safetensors` (weights, no pickle) + `<name>.json` (everything else).
 
-The JSON holds the architecture, action names, joint order, normalisation statistics, data provenance
+The JSON holds the architecture, action names, joint order, coordinates per joint ("dims": 2 for the
+camera view, 3 for world-frame millimetres; absent means 2), normalisation statistics, data provenance
 and training record, so inference needs nothing but these two files.
 """
 from __future__ import annotations
@@ -17,10 +18,12 @@ from safetensors.torch import load_file, save
 
 from .data import NormStats
 from .models import ActionClassifier, LatentTransitionGenerator, ModelConfig, PoseDecoder
-from .skeleton import JOINT_NAMES
+from .skeleton import JOINT_NAMES, SPACE_DIMS, dims_of_pose_dim, pose_dim_of
 
 FORMAT = "actiongen-bundle/1"
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "assets" / "actiongen.json"
+# The shipped models by name: the paper's 2D camera-view model and the 3D world-frame model.
+DEFAULT_BUNDLES: dict[str, Path] = {"2d": DEFAULT_BUNDLE, "3d": DEFAULT_BUNDLE.with_name("actiongen3d.json")}
 
 
 class CheckpointError(ValueError):
@@ -39,6 +42,19 @@ class Bundle:
     @property
     def decoder(self) -> PoseDecoder:
         return self.transition.decoder
+
+    @property
+    def dims(self) -> int:
+        """Coordinates per joint: 2 (camera view) or 3 (world frame, mm)."""
+        return dims_of_pose_dim(self.config.pose_dim)
+
+
+def default_bundle(model: str) -> Path:
+    """The shipped bundle of a model name ("2d" or "3d", case-insensitive)."""
+    key = str(model).strip().lower()
+    if key not in DEFAULT_BUNDLES:
+        raise CheckpointError(f"unknown model {model!r}; valid models: {', '.join(DEFAULT_BUNDLES)}")
+    return DEFAULT_BUNDLES[key]
 
 
 def build_models(cfg: ModelConfig) -> tuple[LatentTransitionGenerator, ActionClassifier]:
@@ -83,6 +99,7 @@ def save_bundle(path: Path | str, bundle: Bundle) -> tuple[Path, Path]:
         "model": bundle.config.to_dict(),
         "actions": list(bundle.actions),
         "joints": list(JOINT_NAMES),
+        "dims": bundle.dims,
         "stats": bundle.stats.to_dict(),
         **bundle.meta,
     }
@@ -119,6 +136,10 @@ def load_bundle(path: Path | str | None = None, device: torch.device | str = "cp
         raise CheckpointError(f"{json_path}: bad or missing config entry ({err})") from err
     if len(actions) != cfg.num_classes:
         raise CheckpointError(f"{json_path}: {len(actions)} action names for {cfg.num_classes} classes")
+    dims = doc.get("dims", 2)
+    if dims not in SPACE_DIMS or not cfg.pose_dim == stats.pose_dim == pose_dim_of(dims):
+        raise CheckpointError(f"{json_path}: dims {dims!r} (valid: {SPACE_DIMS}) does not match the model's pose size "
+                              f"{cfg.pose_dim} and the statistics' {stats.pose_dim}")
     weights_path = json_path.parent / doc.get("weights", weights_path.name)
     if not weights_path.is_file():
         raise CheckpointError(f"{weights_path}: weights file not found (expected next to {json_path.name})")
@@ -140,5 +161,5 @@ def load_bundle(path: Path | str | None = None, device: torch.device | str = "cp
             raise CheckpointError(f"{weights_path}: tensor shapes do not match the config: {wrong[:5]}")
         module.load_state_dict(got)
         module.to(device).eval()
-    meta = {k: v for k, v in doc.items() if k not in {"format", "weights", "model", "actions", "joints", "stats"}}
+    meta = {k: v for k, v in doc.items() if k not in {"format", "weights", "model", "actions", "joints", "dims", "stats"}}
     return Bundle(cfg, stats, actions, transition, classifier, meta)

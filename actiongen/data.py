@@ -1,4 +1,4 @@
-"""Human3.6M 3D mocap -> normalised 2D pose clips, the data the two-stage GAN learns from.
+"""Human3.6M 3D mocap -> normalised 2D (or 3D) pose clips, the data the two-stage GAN learns from.
 
 Reads the layout of the `h36m.zip` archive of the 3d-pose-baseline project:
 `<root>/cameras.h5` and `<root>/S<n>/MyPoses/3D_positions/<Action>[ <k>].h5`.
@@ -6,6 +6,15 @@ Each sequence is projected with one camera (radial and tangential distortion), h
 and each frame is scaled by hip depth / mean training hip depth so that apparent body size does not
 depend on the distance to the camera. The model works on the 15 non-hip joints as a 30-d vector
 standardised per dimension with training statistics.
+
+With `DataConfig(dims=3)` the same clips come as 3D joints instead: hip-centred in the world frame (z up,
+so the floor stays level), in millimetres, the 15 non-hip joints as a 45-d vector standardised per
+dimension with training statistics. Per-dimension standardisation is what the 2D model uses too: every
+coordinate gets unit variance, so the vertical axis (the largest spread, legs and spine) does not drown out
+the small lateral and forward motions that tell actions apart, and the same networks and learning rates
+serve both. Bone lengths are not enforced by this representation (nor by the model); the exports fit a
+fixed-length skeleton to each generated clip instead (`actiongen.bvh.fit_fixed_lengths`). In the real data
+the lengths are constant except Thorax->Head, which spans the bending neck.
 """
 from __future__ import annotations
 
@@ -23,9 +32,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .skeleton import ACTIONS, EXTRA_ACTIONS, H36M_INDICES, HIP, NUM_JOINTS, POSE_DIM
+from .skeleton import (ACTIONS, EXTRA_ACTIONS, H36M_INDICES, HIP, NUM_JOINTS, SPACE_DIMS, dims_of_pose_dim,
+                       pose_dim_of)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the second cached array holds the hip's camera coordinates (N, 3), not its depth
 SEQUENCE_DATASET = "3D_positions"
 TAKES_PER_ACTION = 2  # the archive holds two takes of every action for every subject
 SEQUENCE_NAME = re.compile(r"^(?P<action>[A-Za-z]+)(?: (?P<take>\d+))?$")
@@ -176,23 +186,42 @@ def read_sequence(path: Path) -> np.ndarray:
 
 @dataclass
 class NormStats:
-    """Per-dimension mean and std of the 30-d pose vectors and the mean training hip depth (mm)."""
+    """Per-dimension mean and std of the 30-d (2D) or 45-d (3D) pose vectors, the mean training hip depth
+    (mm) and, for 3D data, the mean training hip position in camera coordinates (mm), where
+    `actiongen.views.camera_view` places a 3D pose to draw it as the 2D pipeline sees it."""
 
     mean: np.ndarray
     std: np.ndarray
     mean_hip_depth: float
+    mean_hip_camera: np.ndarray | None = None
+
+    @property
+    def pose_dim(self) -> int:
+        return int(self.mean.shape[0])
+
+    @property
+    def dims(self) -> int:
+        """2 for camera-view poses, 3 for world-frame poses."""
+        return dims_of_pose_dim(self.pose_dim)
 
     def to_dict(self) -> dict:
-        return {"mean": self.mean.tolist(), "std": self.std.tolist(), "mean_hip_depth": self.mean_hip_depth}
+        d = {"mean": self.mean.tolist(), "std": self.std.tolist(), "mean_hip_depth": self.mean_hip_depth}
+        if self.mean_hip_camera is not None:
+            d["mean_hip_camera"] = self.mean_hip_camera.tolist()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "NormStats":
         mean = np.asarray(d["mean"], dtype=np.float32)
         std = np.asarray(d["std"], dtype=np.float32)
-        if mean.shape != (POSE_DIM,) or std.shape != (POSE_DIM,) or not np.all(std > 0):
-            raise ValueError(f"normalisation stats need mean and positive std of length {POSE_DIM}; "
+        valid = tuple(pose_dim_of(dims) for dims in SPACE_DIMS)
+        if mean.shape not in {(n,) for n in valid} or std.shape != mean.shape or not np.all(std > 0):
+            raise ValueError(f"normalisation stats need mean and positive std of length "
+                             f"{' or '.join(map(str, valid))}; "
                              f"got {mean.shape} and {std.shape}")
-        return cls(mean, std, float(d["mean_hip_depth"]))
+        hip_camera = d.get("mean_hip_camera")
+        return cls(mean, std, float(d["mean_hip_depth"]),
+                   None if hip_camera is None else np.asarray(hip_camera, dtype=np.float64).reshape(3))
 
     def save(self, path: Path | str) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1))
@@ -203,18 +232,19 @@ class NormStats:
 
 
 def joints_to_vectors(joints: np.ndarray, stats: NormStats | None = None) -> np.ndarray:
-    """(..., 16, 2) hip-centred joints -> (..., 30) vectors, standardised when `stats` is given."""
-    flat = np.delete(joints, HIP, axis=-2).reshape(*joints.shape[:-2], POSE_DIM)
+    """(..., 16, D) hip-centred joints -> (..., 15 D) vectors, standardised when `stats` is given."""
+    flat = np.delete(joints, HIP, axis=-2).reshape(*joints.shape[:-2], pose_dim_of(joints.shape[-1]))
     return flat if stats is None else (flat - stats.mean) / stats.std
 
 
 def vectors_to_joints(vectors: np.ndarray | torch.Tensor, stats: NormStats) -> np.ndarray:
-    """(..., 30) standardised vectors -> (..., 16, 2) float32 joints, hip at the origin, y pointing down."""
+    """(..., 15 D) standardised vectors -> (..., 16, D) float32 joints, hip at the origin (D = 2: y pointing
+    down; D = 3: world mm, z up)."""
     if isinstance(vectors, torch.Tensor):
         vectors = vectors.detach().cpu().numpy()
     flat = np.asarray(vectors, dtype=np.float32) * stats.std + stats.mean
-    joints = np.zeros((*flat.shape[:-1], NUM_JOINTS, 2), dtype=np.float32)
-    joints[..., 1:, :] = flat.reshape(*flat.shape[:-1], NUM_JOINTS - 1, 2)
+    joints = np.zeros((*flat.shape[:-1], NUM_JOINTS, stats.dims), dtype=np.float32)
+    joints[..., 1:, :] = flat.reshape(*flat.shape[:-1], NUM_JOINTS - 1, stats.dims)
     return joints
 
 
@@ -223,7 +253,7 @@ class Sequence:
     subject: int
     action: str
     take: str
-    joints: np.ndarray  # (N, 16, 2) hip-centred, depth-scaled pixels at 50 Hz
+    joints: np.ndarray  # (N, 16, 2) hip-centred, depth-scaled pixels, or (N, 16, 3) world mm; at 50 Hz
 
 
 @dataclass(frozen=True)
@@ -236,6 +266,7 @@ class DataConfig:
     clip_frames: int = 50
     frame_stride: int = 3
     cache_dir: str | None = field(default_factory=lambda: str(default_cache_dir()))
+    dims: int = 2  # 2: the camera view, depth-normalised pixels; 3: world-frame millimetres, z up
 
     def provenance(self) -> dict:
         d = asdict(self)
@@ -252,17 +283,23 @@ def _cache_key(files: list[SequenceFile], root: Path, camera: str) -> str:
     return hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:16]
 
 
-def _project_files(files: list[SequenceFile], cameras: dict[int, Camera]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Hip-centred unscaled 2D joints and hip depths of each file, with a progress bar."""
-    joints2d, depths = [], []
+def _project_files(files: list[SequenceFile], cameras: dict[int, Camera], dims: int = 2
+                   ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Hip-centred joints of each file (unscaled 2D pixels, or 3D world mm) and the hip's camera
+    coordinates (N, 3) in mm, with a progress bar."""
+    joints, hips = [], []
     for seq in tqdm(files, desc="projecting Human3.6M", unit="seq", leave=False):
         if seq.subject not in cameras:
             raise H36MDataError(f"no camera parameters for subject S{seq.subject} in cameras.h5")
+        camera = cameras[seq.subject]
         world = read_sequence(seq.path)[:, list(H36M_INDICES)]
-        pixels, depth = project_points(world, cameras[seq.subject])
-        joints2d.append((pixels - pixels[:, HIP:HIP + 1]).astype(np.float32))
-        depths.append(depth[:, HIP].astype(np.float32))
-    return joints2d, depths
+        pixels, depth = project_points(world, camera)
+        points = pixels if dims == 2 else world
+        joints.append((points - points[:, HIP:HIP + 1]).astype(np.float32))
+        hip_camera = (world[:, HIP] - camera.T) @ camera.R.T
+        hip_camera[:, 2] = depth[:, HIP]  # the projection's own depths, so 2D statistics stay as they were
+        hips.append(hip_camera.astype(np.float32))
+    return joints, hips
 
 
 def _load_projected(cfg: DataConfig, files: list[SequenceFile]) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -270,19 +307,19 @@ def _load_projected(cfg: DataConfig, files: list[SequenceFile]) -> tuple[list[np
     root = Path(cfg.root)
     cache_path = None
     if cfg.cache_dir:
-        cache_path = Path(cfg.cache_dir) / f"h36m2d-{_cache_key(files, root, cfg.camera)}.npz"
+        cache_path = Path(cfg.cache_dir) / f"h36m{cfg.dims}d-{_cache_key(files, root, cfg.camera)}.npz"
         if cache_path.is_file():
             with np.load(cache_path) as z:
                 bounds = np.cumsum(z["lengths"])[:-1]
-                return np.split(z["joints"], bounds), np.split(z["depths"], bounds)
-    joints2d, depths = _project_files(files, load_cameras(root, cfg.camera))
+                return np.split(z["joints"], bounds), np.split(z["hips"], bounds)
+    joints, hips = _project_files(files, load_cameras(root, cfg.camera), cfg.dims)
     if cache_path is not None:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_path.with_suffix(".tmp.npz")
-        np.savez(tmp, joints=np.concatenate(joints2d), depths=np.concatenate(depths),
-                 lengths=np.array([len(j) for j in joints2d]))
+        np.savez(tmp, joints=np.concatenate(joints), hips=np.concatenate(hips),
+                 lengths=np.array([len(j) for j in joints]))
         os.replace(tmp, cache_path)
-    return joints2d, depths
+    return joints, hips
 
 
 @dataclass
@@ -307,25 +344,33 @@ def load_pose_data(cfg: DataConfig | None = None) -> PoseData:
     if unknown:
         raise ValueError(f"unknown Human3.6M actions {unknown} in DataConfig.actions; valid actions (as spelled "
                          f"in the file names): {', '.join(ACTIONS + EXTRA_ACTIONS)}")
+    if cfg.dims not in SPACE_DIMS:
+        raise ValueError(f"DataConfig.dims must be one of {SPACE_DIMS} (2: camera view, 3: world frame); "
+                         f"got {cfg.dims!r}")
     subjects = tuple(dict.fromkeys(cfg.train_subjects + cfg.test_subjects))
     files = find_sequences(cfg.root, subjects, cfg.actions)
     if not (Path(cfg.root) / "cameras.h5").is_file():
         raise H36MDataError(f"{Path(cfg.root) / 'cameras.h5'}: camera file not found; expected cameras.h5 "
                             "from the h36m archive")
-    joints2d, depths = _load_projected(cfg, files)
-    train_depths = [d for s, d in zip(files, depths) if s.subject in cfg.train_subjects]
-    if not train_depths:
+    joints, hips = _load_projected(cfg, files)
+    depths = [h[:, 2] for h in hips]
+    train_hips = [h for s, h in zip(files, hips) if s.subject in cfg.train_subjects]
+    if not train_hips:
         raise H36MDataError(f"{cfg.root}: no sequences of the training subjects {list(cfg.train_subjects)}")
-    mean_hip_depth = float(np.concatenate(train_depths).mean())
-    sequences = [
-        Sequence(s.subject, s.action, s.take, j * (d / mean_hip_depth)[:, None, None])
-        for s, j, d in zip(files, joints2d, depths)
-    ]
+    mean_hip_depth = float(np.concatenate([h[:, 2] for h in train_hips]).mean())
+    if cfg.dims == 2:
+        sequences = [Sequence(s.subject, s.action, s.take, j * (d / mean_hip_depth)[:, None, None])
+                     for s, j, d in zip(files, joints, depths)]
+    else:
+        sequences = [Sequence(s.subject, s.action, s.take, j) for s, j in zip(files, joints)]
     # Summed in float64: float32 accumulation over the ~300k training frames drifts by ~1e-3 std.
     train_vectors = np.concatenate([joints_to_vectors(s.joints) for s in sequences
                                     if s.subject in cfg.train_subjects]).astype(np.float64)
+    mean_hip_camera = None
+    if cfg.dims == 3:
+        mean_hip_camera = np.concatenate(train_hips).astype(np.float64).mean(0)
     stats = NormStats(train_vectors.mean(0).astype(np.float32),
-                      train_vectors.std(0).astype(np.float32), mean_hip_depth)
+                      train_vectors.std(0).astype(np.float32), mean_hip_depth, mean_hip_camera)
     return PoseData(cfg, sequences, stats)
 
 
@@ -343,7 +388,7 @@ class ClipSampler:
         self.rng = np.random.default_rng(seed)
         sequences = data.split(split)
         self.vectors = np.concatenate([joints_to_vectors(s.joints, data.stats) for s in sequences]
-                                      ).astype(np.float32) if sequences else np.empty((0, POSE_DIM), np.float32)
+                                      ).astype(np.float32) if sequences else np.empty((0, data.stats.pose_dim), np.float32)
         self.frame_index: list[np.ndarray] = [[] for _ in cfg.actions]
         self.start_index: list[np.ndarray] = [[] for _ in cfg.actions]
         offset = 0
@@ -398,7 +443,7 @@ class ClipDataset(torch.utils.data.Dataset):
             for start in range(0, len(vectors) - span + 1, start_step):
                 clips.append(vectors[start:start + span:cfg.frame_stride])
                 labels.append(cfg.actions.index(seq.action))
-        self.clips = np.stack(clips) if clips else np.empty((0, cfg.clip_frames, POSE_DIM), np.float32)
+        self.clips = np.stack(clips) if clips else np.empty((0, cfg.clip_frames, data.stats.pose_dim), np.float32)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.actions = cfg.actions
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import Bundle, CheckpointError, bundle_paths, load_bundle
+from .checkpoint import Bundle, CheckpointError, bundle_paths, default_bundle, load_bundle
 from .data import NormStats, vectors_to_joints
 from .skeleton import ACTIONS, action_index
 
@@ -41,7 +41,9 @@ ActionSpec = Union[str, Mapping[str, float]]
 class Sample:
     """One generated clip. `probabilities` is None only when sampled with classify=False."""
 
-    joints: np.ndarray  # (T, 16, 2) float32, dataset units, hip at the origin, y pointing down
+    # (T, 16, 2) float32, dataset units, hip at the origin, y pointing down; from a 3D model (T, 16, 3)
+    # world-frame millimetres, hip at the origin, z up
+    joints: np.ndarray
     latents: np.ndarray  # (T, latent_dim) float32, the path z_0..z_{T-1}
     class_weights: np.ndarray  # (T, num_classes) float32, each row sums to 1
     probabilities: np.ndarray | None  # (num_classes,) float32, the model classifier's softmax
@@ -58,7 +60,7 @@ class Sample:
 class SampleBatch:
     """Many clips of the same length; row i is what `sample(actions[i], seeds[i], frames)` returns."""
 
-    joints: np.ndarray  # (N, T, 16, 2)
+    joints: np.ndarray  # (N, T, 16, 2), or (N, T, 16, 3) from a 3D model
     latents: np.ndarray  # (N, T, latent_dim)
     class_weights: np.ndarray  # (N, T, num_classes)
     probabilities: np.ndarray | None  # (N, num_classes)
@@ -166,13 +168,18 @@ class Generator:
         self.actions: tuple[str, ...] = tuple(bundle.actions)
         self.stats: NormStats = bundle.stats
         self.fps = float(bundle.meta.get("fps", FPS))
+        self.dims: int = bundle.dims  # coordinates per joint: 2 (camera view) or 3 (world frame, mm)
 
     @classmethod
-    def load(cls, path: Path | str | None = None, device: str | torch.device = "auto") -> "Generator":
-        """The bundle at `path` (None: the shipped assets/actiongen.json) on `device`, loaded once per
-        process for each resolved path, device and file version; CheckpointError if missing or broken."""
+    def load(cls, path: Path | str | None = None, device: str | torch.device = "auto", *,
+             model: str | None = None) -> "Generator":
+        """The bundle at `path`, or the shipped model named by `model` ("2d": assets/actiongen.json, "3d":
+        assets/actiongen3d.json; neither: the 2D one) on `device`, loaded once per process for each resolved
+        path, device and file version; CheckpointError if missing or broken, or for an unknown model name."""
+        if path is not None and model is not None:
+            raise ValueError("give either a bundle path or a model name, not both")
         resolved = resolve_device(device)
-        json_path, weights_path = bundle_paths(path)
+        json_path, weights_path = bundle_paths(default_bundle(model) if model is not None else path)
         json_path = json_path.resolve()
         versions = tuple(p.stat().st_mtime_ns if p.is_file() else None for p in (json_path, weights_path))
         key = (json_path, str(resolved), versions)
@@ -266,7 +273,7 @@ class Generator:
 
     def _run(self, z0: torch.Tensor, noise: torch.Tensor, weights: np.ndarray, classify: bool
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Joints (B, T, 16, 2), latents (B, T, d) and probabilities (B, C) or None."""
+        """Joints (B, T, 16, dims), latents (B, T, d) and probabilities (B, C) or None."""
         class_weights = torch.from_numpy(np.ascontiguousarray(weights, dtype=np.float32)).to(self.device)
         with torch.inference_mode():
             frames, latents, _ = self.bundle.transition(z0.to(self.device), noise.to(self.device), class_weights)

@@ -1,4 +1,4 @@
-"""The 16-joint 2D Human3.6M skeleton and the action classes, shared by data, models and exports."""
+"""The 16-joint Human3.6M skeleton (2D camera view or 3D world frame) and the action classes, shared by data, models and exports."""
 from __future__ import annotations
 
 JOINT_NAMES: tuple[str, ...] = (
@@ -10,6 +10,22 @@ H36M_INDICES: tuple[int, ...] = (0, 1, 2, 3, 6, 7, 8, 12, 13, 15, 17, 18, 19, 25
 NUM_JOINTS = len(JOINT_NAMES)
 HIP = 0
 POSE_DIM = 2 * (NUM_JOINTS - 1)  # the model sees the 15 non-hip joints, x and y each
+SPACE_DIMS: tuple[int, ...] = (2, 3)  # coordinates per joint: the 2D camera view or the 3D world frame
+
+
+def pose_dim_of(dims: int) -> int:
+    """Length of the model's pose vector for joints of `dims` coordinates (30 in 2D, 45 in 3D)."""
+    if dims not in SPACE_DIMS:
+        raise ValueError(f"joints have {dims} coordinates; valid: {', '.join(map(str, SPACE_DIMS))}")
+    return dims * (NUM_JOINTS - 1)
+
+
+def dims_of_pose_dim(pose_dim: int) -> int:
+    """Coordinates per joint of a model pose vector of length `pose_dim` (30 -> 2, 45 -> 3)."""
+    valid = {pose_dim_of(d): d for d in SPACE_DIMS}
+    if pose_dim not in valid:
+        raise ValueError(f"pose vectors have {pose_dim} entries; valid: {', '.join(map(str, valid))}")
+    return valid[pose_dim]
 
 # (parent, child, side) in JOINT_NAMES indices; side is "left", "right" or "center".
 BONES: tuple[tuple[int, int, str], ...] = (

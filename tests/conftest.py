@@ -1,4 +1,5 @@
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -29,9 +30,21 @@ def synthetic_data(synthetic_config):
 
 
 @pytest.fixture(scope="session")
+def synthetic_data_3d(synthetic_config):
+    """The synthetic archive as 3D world-frame poses."""
+    return load_pose_data(replace(synthetic_config, dims=3))
+
+
+@pytest.fixture(scope="session")
 def random_bundle_path(synthetic_data, tmp_path_factory) -> Path:
     """A randomly initialised model bundle with the synthetic data's statistics."""
     return write_random_bundle(tmp_path_factory.mktemp("model") / "m.json", synthetic_data.stats)
+
+
+@pytest.fixture(scope="session")
+def random_bundle_3d_path(synthetic_data_3d, tmp_path_factory) -> Path:
+    """A randomly initialised 3D model bundle with the synthetic 3D data's statistics."""
+    return write_random_bundle(tmp_path_factory.mktemp("model3d") / "m.json", synthetic_data_3d.stats)
 
 
 @pytest.fixture(scope="session")

@@ -95,8 +95,9 @@ def write_archive(root: Path, subjects: tuple[int, ...] = (1, 5, 11), actions: t
 
 
 def random_bundle(stats: NormStats, cfg: ModelConfig | None = None, seed: int = 0) -> Bundle:
-    """A randomly initialised model in eval mode: untrained, but the same shapes and cost as a trained one."""
-    cfg = cfg or ModelConfig()
+    """A randomly initialised model in eval mode: untrained, but the same shapes and cost as a trained one;
+    2D or 3D as the statistics are."""
+    cfg = cfg or ModelConfig(pose_dim=stats.pose_dim)
     torch.manual_seed(seed)
     transition, classifier = build_models(cfg)
     return Bundle(cfg, stats, ACTIONS, transition.eval(), classifier.eval(), {})

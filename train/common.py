@@ -18,7 +18,8 @@ import torch  # noqa: E402
 
 from actiongen.checkpoint import atomic_write_bytes  # noqa: E402
 from actiongen.data import DataConfig, default_data_root  # noqa: E402
-from actiongen.skeleton import BONES  # noqa: E402
+from actiongen.skeleton import BONES, SPACE_DIMS, dims_of_pose_dim  # noqa: E402
+from actiongen.views import drawable  # noqa: E402
 
 SIDE_COLORS = {"left": "#1f77b4", "right": "#d62728", "center": "#333333"}
 
@@ -35,6 +36,9 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="learning rate")
     p.add_argument("--train-subjects", type=int, nargs="+", default=[1, 5, 6, 7, 8, 9])
     p.add_argument("--test-subjects", type=int, nargs="+", default=[11])
+    p.add_argument("--dims", type=int, choices=SPACE_DIMS,
+                   help="2: camera-view poses (default); 3: world-frame poses in mm. Stage 2 takes its stage-1 "
+                        "run's")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -69,7 +73,16 @@ def setup(args: argparse.Namespace) -> tuple[torch.device, DataConfig]:
     torch.manual_seed(args.seed)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     return pick_device(args.device), DataConfig(root=args.data_root, train_subjects=tuple(args.train_subjects),
-                                                test_subjects=tuple(args.test_subjects))
+                                                test_subjects=tuple(args.test_subjects), dims=args.dims or 2)
+
+
+def stage1_dims(stage1: dict, requested: int | None) -> int:
+    """The coordinates per joint of a stage-1 state's decoder; SystemExit if `requested` (--dims) differs."""
+    dims = dims_of_pose_dim(stage1["model"]["pose_dim"])
+    if requested is not None and requested != dims:
+        raise SystemExit(f"error: --dims {requested} but the stage-1 decoder was trained on {dims}D poses; "
+                         f"leave --dims out or give --dims {dims}")
+    return dims
 
 
 def save_state(run_dir: Path | str, state: dict) -> None:
@@ -170,13 +183,14 @@ def draw_pose(ax, joints: np.ndarray, dx: float = 0.0, alpha: float = 1.0) -> No
 
 
 def save_sample_sheet(path: Path | str, rows: list[tuple[str, np.ndarray]], frames_shown: int = 8) -> None:
-    """One row per (title, clips (K, T, 16, 2)): each clip as a strip of evenly spaced frames."""
+    """One row per (title, clips (K, T, 16, D)): each clip as a strip of evenly spaced frames; 3D clips
+    (D = 3) in the renderers' oblique view."""
     k = rows[0][1].shape[0]
     fig, axes = plt.subplots(len(rows), k, figsize=(3.2 * k, 1.3 * len(rows)), squeeze=False)
     for r, (title, clips) in enumerate(rows):
         for c in range(k):
             ax = axes[r, c]
-            clip = clips[c]
+            clip = drawable(clips[c])
             for i, t in enumerate(np.linspace(0, len(clip) - 1, frames_shown).round().astype(int)):
                 draw_pose(ax, clip[t], dx=140.0 * i)
             ax.set_xlim(-150, 140 * (frames_shown - 1) + 150)

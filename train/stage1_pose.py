@@ -1,6 +1,6 @@
 """Stage 1: the global skeleton decoder (GSDC), a conditional WGAN-GP on single frames.
 
-    python -m train.stage1_pose --out runs/stage1
+    python -m train.stage1_pose --out runs/stage1            # add --dims 3 for world-frame 3D poses
 """
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     device, data_cfg = setup(args)
     data = load_pose_data(data_cfg)
     sampler = ClipSampler(data, "train", seed=args.seed)
-    cfg = ModelConfig(num_classes=len(data_cfg.actions), decoder_hidden=args.hidden, critic_hidden=args.hidden)
+    cfg = ModelConfig(num_classes=len(data_cfg.actions), pose_dim=data.stats.pose_dim, decoder_hidden=args.hidden,
+                      critic_hidden=args.hidden)
     decoder, critic = PoseDecoder(cfg).to(device), PoseCritic(cfg).to(device)
     optim = adam_pair(decoder.parameters(), critic.parameters(), args)
     opt_g, opt_d, sched_g, sched_d = optim.values()

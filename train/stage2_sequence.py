@@ -24,7 +24,7 @@ from actiongen.data import ClipDataset, ClipSampler, load_pose_data, vectors_to_
 from actiongen.models import (ActionClassifier, LatentTransitionGenerator, ModelConfig, MotionConvDiscriminator,
                               PoseDecoder, SequenceDiscriminator)
 from train.common import (MetricLog, adam_pair, apply_preset, base_parser, check_finite, load_state, resume,
-                          save_sample_sheet, save_state, setup, snapshot)
+                          save_sample_sheet, save_state, setup, snapshot, stage1_dims)
 
 # "paper": the seed's recipe (flattened bi-LSTM heads, z free to drift, lr 1e-4 halved every 15k).
 # "fast": pooled heads (25x fewer head weights, ~3x faster per iteration), z kept in the decoder's
@@ -139,12 +139,13 @@ def code_version() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    device, data_cfg = setup(args)
-    data = load_pose_data(data_cfg)
-    sampler = ClipSampler(data, "train", seed=args.seed)
     stage1 = load_state(args.stage1)
     if stage1.get("stage") != 1:
         raise SystemExit(f"error: {args.stage1}/state.pt is not a stage-1 state")
+    args.dims = stage1_dims(stage1, args.dims)
+    device, data_cfg = setup(args)
+    data = load_pose_data(data_cfg)
+    sampler = ClipSampler(data, "train", seed=args.seed)
     cfg = replace(ModelConfig.from_dict(stage1["model"]), head=args.head, clamp_latent=args.clamp_latent,
                   clip_frames=data_cfg.clip_frames, lstm_hidden=args.lstm_hidden, head_hidden=args.head_hidden)
     decoder = PoseDecoder(cfg)

@@ -111,12 +111,12 @@ class LatentTransitionGenerator(nn.Module):
         cw = per_step(class_weights, steps + 1)
         hidden, _ = self.lstm(torch.cat([noise, cw[:, 1:]], dim=-1))
         shifts = self.to_shift(hidden).clamp(-1.0, 1.0)
+        if not self.cfg.clamp_latent:  # a free walk is a cumulative sum: one kernel instead of T small ones
+            return torch.cat([z0[:, None], z0[:, None] + shifts.cumsum(dim=1)], dim=1), shifts
         z = z0
         path = [z0]
         for t in range(steps):
-            z = z + shifts[:, t]
-            if self.cfg.clamp_latent:
-                z = z.clamp(-1.0, 1.0)
+            z = (z + shifts[:, t]).clamp(-1.0, 1.0)
             path.append(z)
         return torch.stack(path, dim=1), shifts
 

@@ -205,10 +205,11 @@ def test_clip_statistics_measure_speed_acceleration_and_spread():
 
 def test_motion_loss_is_zero_on_target_and_grows_with_the_speed_ratio():
     rng = np.random.default_rng(0)
-    clips = [rng.normal(size=(40, 10, 3)).astype(np.float32) * (c + 1) for c in range(2)]
-    targets = stage2_sequence.class_statistics(clips)
-    labels = torch.tensor([0] * 40 + [1] * 40)
-    frames = torch.from_numpy(np.concatenate(clips))
+    frames = torch.from_numpy(rng.normal(size=(80, 10, 3)).astype(np.float32))
+    labels = torch.tensor([0] * 40 + [2] * 40)  # class 1 absent from the batch
+    frames[labels == 2] *= 2
+    targets = stage2_sequence.class_statistics(frames, labels, 3)
+    assert targets[1].abs().sum() == 0 and targets[2, 0].mean() > 1.5 * targets[0, 0].mean()
     assert stage2_sequence.motion_loss(frames, labels, targets).item() == pytest.approx(0.0, abs=1e-10)
     slow = stage2_sequence.motion_loss(frames * 0.5, labels, targets).item()
     slower = stage2_sequence.motion_loss(frames * 0.25, labels, targets).item()

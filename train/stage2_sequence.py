@@ -12,7 +12,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,7 +19,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from actiongen.checkpoint import Bundle, save_bundle
-from actiongen.data import ClipDataset, ClipSampler, load_pose_data, vectors_to_joints
+from actiongen.data import ClipSampler, load_pose_data, vectors_to_joints
 from actiongen.models import (ActionClassifier, LatentTransitionGenerator, ModelConfig, MotionConvDiscriminator,
                               PoseDecoder, SequenceDiscriminator)
 from train.common import (MetricLog, adam_pair, apply_preset, base_parser, check_finite, load_state, resume,
@@ -41,6 +40,7 @@ PRESETS = {
                  edge_weight=0.0),
 }
 SMOOTH_WEIGHT, CLASS_WEIGHT = 1e-4, 0.01
+MOTION_TARGET_CLIPS = 8192  # random training clips (~800 per class) behind the motion term's targets
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -87,18 +87,27 @@ def clip_statistics(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([velocity.abs().mean(dim=1), acceleration.abs().mean(dim=1), x.std(dim=1)], dim=1)
 
 
-def class_statistics(clips_by_class: list[np.ndarray]) -> torch.Tensor:
-    """Mean clip statistics of the real clips of each class: (C, 3, D), the motion term's targets."""
-    return torch.stack([clip_statistics(torch.from_numpy(c)).mean(dim=0) for c in clips_by_class])
+def class_means(values: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class means of (B, ...) values as (C, ...) and the (C,) counts, without a loop over classes
+    (no host sync on a GPU); classes absent from the batch get zeros."""
+    onehot = F.one_hot(labels, num_classes).to(values.dtype)
+    counts = onehot.sum(dim=0)
+    sums = onehot.T @ values.flatten(1)
+    return (sums / counts.clamp(min=1)[:, None]).view(num_classes, *values.shape[1:]), counts
+
+
+def class_statistics(clips: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Mean clip statistics of real clips per class: (C, 3, D), the motion term's targets."""
+    return class_means(clip_statistics(clips), labels, num_classes)[0]
 
 
 def motion_loss(frames: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Squared log ratio of the generated clips' mean statistics to the real ones, per class present in
     the batch: a direct signal for limb speed and jitter that a GAN loss gives only slowly."""
-    stats = clip_statistics(frames)
-    present = labels.unique()
-    means = torch.stack([stats[labels == c].mean(dim=0) for c in present])
-    return (torch.log(means + 1e-3) - torch.log(targets[present] + 1e-3)).pow(2).mean()
+    means, counts = class_means(clip_statistics(frames), labels, targets.shape[0])
+    error = (torch.log(means + 1e-3) - torch.log(targets + 1e-3)).pow(2).flatten(1).mean(dim=1)
+    present = (counts > 0).to(error.dtype)
+    return (error * present).sum() / present.sum()
 
 
 def edge_penalty(latents: torch.Tensor, margin: float = 0.9) -> torch.Tensor:
@@ -165,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
                 **({"ema": ema} if ema else {})}
     log = MetricLog(args.out)
     start, elapsed = resume(args.out, stateful, sampler.rng, log) if args.resume else (0, 0.0)
-    targets = (class_statistics(list(ClipDataset(data, "train").per_class(2000, seed=args.seed).values())).to(device)
+    targets = (class_statistics(*sampler.clips(MOTION_TARGET_CLIPS), cfg.num_classes).to(device)
                if args.motion_weight else None)
 
     def generate(cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -187,12 +187,21 @@ class NormStats:
 
     @classmethod
     def from_dict(cls, d: dict) -> "NormStats":
-        mean = np.asarray(d["mean"], dtype=np.float32)
-        std = np.asarray(d["std"], dtype=np.float32)
-        if mean.shape != (POSE_DIM,) or std.shape != (POSE_DIM,) or not np.all(std > 0):
-            raise ValueError(f"normalisation stats need mean and positive std of length {POSE_DIM}; "
-                             f"got {mean.shape} and {std.shape}")
-        return cls(mean, std, float(d["mean_hip_depth"]))
+        """Statistics from JSON, refused unless mean and std are {POSE_DIM} finite numbers each, std positive,
+        and the hip depth a finite positive number (NaN statistics would turn every generated joint to NaN)."""
+        if not isinstance(d, dict) or not {"mean", "std", "mean_hip_depth"} <= set(d):
+            raise ValueError("normalisation stats need the entries mean, std and mean_hip_depth")
+        mean, std = (_number_array(d[key]) for key in ("mean", "std"))
+        with np.errstate(over="ignore"):  # a float32 overflow becomes inf, refused below
+            mean, std = (None if a is None else a.astype(np.float32) for a in (mean, std))
+        valid = all(a is not None and a.shape == (POSE_DIM,) and np.isfinite(a).all() for a in (mean, std))
+        if not valid or not (std > 0).all():
+            raise ValueError(f"normalisation stats need mean and std as lists of length {POSE_DIM} of finite "
+                             "numbers, with std > 0")
+        depth = _number_array(d["mean_hip_depth"])
+        if depth is None or depth.shape != () or not (np.isfinite(depth) and depth > 0):
+            raise ValueError("normalisation stats need mean_hip_depth, a finite positive number of mm")
+        return cls(mean, std, float(depth))
 
     def save(self, path: Path | str) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1))
@@ -200,6 +209,18 @@ class NormStats:
     @classmethod
     def load(cls, path: Path | str) -> "NormStats":
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _number_array(value: object) -> np.ndarray | None:
+    """A JSON number or (nested) list of numbers as float64; None for strings, booleans, nulls or ragged lists
+    (numpy would turn "1.5" and True into numbers)."""
+    try:
+        array = np.asarray(value)
+    except ValueError:  # ragged
+        return None
+    if array.dtype.kind not in "iuf":
+        return None
+    return array.astype(np.float64)
 
 
 def joints_to_vectors(joints: np.ndarray, stats: NormStats | None = None) -> np.ndarray:

@@ -13,7 +13,10 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 import warnings
+import zipfile
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -29,6 +32,9 @@ CACHE_VERSION = 1
 SEQUENCE_DATASET = "3D_positions"
 TAKES_PER_ACTION = 2  # the archive holds two takes of every action for every subject
 SEQUENCE_NAME = re.compile(r"^(?P<action>[A-Za-z]+)(?: (?P<take>\d+))?$")
+# The longest take of the archive has about 6,300 frames (50 Hz); two hours is far beyond any real take and
+# keeps one file's float64 array under 300 MB.
+MAX_SEQUENCE_FRAMES = 360_000
 
 
 class H36MDataError(ValueError):
@@ -158,17 +164,24 @@ def find_sequences(root: Path | str, subjects: tuple[int, ...], actions: tuple[s
 
 
 def read_sequence(path: Path) -> np.ndarray:
-    """World joint positions (N, 32, 3) in mm from one sequence file."""
+    """World joint positions (N, 32, 3) in mm from one sequence file. The declared shape and type are
+    checked before anything is read, so a file claiming a huge array is refused instead of allocated."""
     try:
         with h5py.File(path, "r") as f:
-            if SEQUENCE_DATASET not in f:
-                raise H36MDataError(f"{path}: no dataset {SEQUENCE_DATASET!r}; found {list(f.keys())}")
-            raw = np.asarray(f[SEQUENCE_DATASET], dtype=np.float64)
+            dataset = f.get(SEQUENCE_DATASET)
+            if not isinstance(dataset, h5py.Dataset):
+                raise H36MDataError(f"{path}: no dataset {SEQUENCE_DATASET!r}; found {list(f.keys())[:10]}")
+            shape = dataset.shape
+            if shape is None or len(shape) != 2 or shape[0] != 96 or not 1 <= shape[1] <= MAX_SEQUENCE_FRAMES:
+                raise H36MDataError(f"{path}: dataset {SEQUENCE_DATASET!r} has shape {shape}; expected (96, N) "
+                                    f"with 1 <= N <= {MAX_SEQUENCE_FRAMES}: 32 joints x (x, y, z) per frame")
+            if dataset.dtype.kind not in "iuf":
+                raise H36MDataError(f"{path}: dataset {SEQUENCE_DATASET!r} holds {dataset.dtype}; expected numbers")
+            raw = np.asarray(dataset, dtype=np.float64)
     except OSError as err:
         raise H36MDataError(f"{path}: unreadable or corrupt HDF5 file ({err})") from err
-    if raw.ndim != 2 or raw.shape[0] != 96 or raw.shape[1] < 1:
-        raise H36MDataError(f"{path}: dataset {SEQUENCE_DATASET!r} has shape {raw.shape}; "
-                            "expected (96, N): 32 joints x (x, y, z) per frame")
+    if not np.isfinite(raw).all():
+        raise H36MDataError(f"{path}: dataset {SEQUENCE_DATASET!r} holds NaN or infinite positions")
     return raw.T.reshape(-1, 32, 3)
 
 
@@ -287,23 +300,60 @@ def _project_files(files: list[SequenceFile], cameras: dict[int, Camera]) -> tup
 
 
 def _load_projected(cfg: DataConfig, files: list[SequenceFile]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Projection results, from the cache when the source files and settings are unchanged."""
+    """Projection results, from the cache when the source files and settings are unchanged and the cache
+    file is sound; a damaged one is reported and rebuilt."""
     root = Path(cfg.root)
     cache_path = None
     if cfg.cache_dir:
         cache_path = Path(cfg.cache_dir) / f"h36m2d-{_cache_key(files, root, cfg.camera)}.npz"
         if cache_path.is_file():
-            with np.load(cache_path) as z:
-                bounds = np.cumsum(z["lengths"])[:-1]
-                return np.split(z["joints"], bounds), np.split(z["depths"], bounds)
+            try:
+                return _read_cache(cache_path, len(files))
+            except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile, zlib.error) as err:
+                warnings.warn(f"the Human3.6M cache {cache_path.name} is damaged ({type(err).__name__}: {err}); "
+                              "rebuilding it", stacklevel=3)
     joints2d, depths = _project_files(files, load_cameras(root, cfg.camera))
     if cache_path is not None:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_suffix(".tmp.npz")
-        np.savez(tmp, joints=np.concatenate(joints2d), depths=np.concatenate(depths),
-                 lengths=np.array([len(j) for j in joints2d]))
-        os.replace(tmp, cache_path)
+        _write_cache(cache_path, joints2d, depths)
     return joints2d, depths
+
+
+def _read_cache(path: Path, sequences: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The per-sequence joints and depths of a cache file; ValueError unless it holds exactly `sequences`
+    sequences of (n, 16, 2) joints and (n,) depths."""
+    archive = np.load(path, allow_pickle=False)
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError("not an .npz archive")
+    with archive:
+        lengths, joints, depths = archive["lengths"], archive["joints"], archive["depths"]
+    frames = int(lengths.sum()) if lengths.dtype.kind in "iu" else -1
+    if (lengths.shape != (sequences,) or frames < 0 or (lengths < 1).any()
+            or joints.shape != (frames, NUM_JOINTS, 2) or depths.shape != (frames,)
+            or joints.dtype != np.float32 or depths.dtype != np.float32):
+        raise ValueError(f"holds lengths {lengths.shape}, joints {joints.shape} and depths {depths.shape}; "
+                         f"expected {sequences} sequences")
+    bounds = np.cumsum(lengths)[:-1]
+    return np.split(joints, bounds), np.split(depths, bounds)
+
+
+def _write_cache(path: Path, joints2d: list[np.ndarray], depths: list[np.ndarray]) -> None:
+    """Write the cache atomically under a temporary name unique to this process, so that processes
+    building the same cache at once never see or remove each other's file. A cache that cannot be
+    written is reported and skipped: it only saves time."""
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, joints=np.concatenate(joints2d), depths=np.concatenate(depths),
+                     lengths=np.array([len(j) for j in joints2d]))
+        os.chmod(tmp, 0o644)  # as readable as a cache written with open(); mkstemp makes it owner-only
+        os.replace(tmp, path)
+    except OSError as err:
+        warnings.warn(f"cannot write the Human3.6M cache {path.name} ({err}); going on without it", stacklevel=3)
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)  # still there only when writing or renaming failed
 
 
 @dataclass

@@ -37,6 +37,7 @@ MIN_SIZE, MAX_SIZE = 16, 2048  # pixels per clip panel
 # Pixels of one export, all frames and panels together: a GIF holds them all at once (1-2 bytes a pixel),
 # a filmstrip too (4), so no size, length and strip width together can ask for much more than 1 GB.
 MAX_RENDER_PIXELS = 250_000_000
+FILMSTRIP_FRAMES = 8
 
 Clips = Union[Sample, Sequence[Sample], np.ndarray]
 
@@ -123,6 +124,16 @@ def check_render_size(size: object, pixels_per_size_squared: int) -> int:
         raise ValueError(f"{pixels_per_size_squared} panels of {size} x {size} px are more than "
                          f"{MAX_RENDER_PIXELS:,} pixels; {hint}")
     return size
+
+
+def check_export_size(path: Path | str, clips: int, frames: int, size: int) -> None:
+    """The writers' size check for `clips` clips of `frames` frames exported to `path`, to be made before
+    the clips are generated (which can take much longer than refusing)."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".gif", ".mp4"):
+        check_render_size(-(-size // 16) * 16 if suffix == ".mp4" else size, clips * frames)
+    elif suffix == ".png":
+        check_render_size(size, clips * min(frames, FILMSTRIP_FRAMES))
 
 
 def iter_frames(clips: Clips, size: int = 256) -> Iterator[Image.Image]:
@@ -226,7 +237,7 @@ def save_mp4(clips: Clips, path: Path | str, fps: float | None = None, size: int
     return path
 
 
-def save_filmstrip_png(clips: Clips, path: Path | str, frames: int = 8, size: int = 256) -> Path:
+def save_filmstrip_png(clips: Clips, path: Path | str, frames: int = FILMSTRIP_FRAMES, size: int = 256) -> Path:
     """`frames` evenly spaced time steps left to right; several clips give one row each."""
     joints = as_joints(clips)
     if not 1 <= frames <= joints.shape[1]:

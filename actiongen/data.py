@@ -84,25 +84,40 @@ def load_cameras(root: Path | str, camera_name: str = "55011271") -> dict[int, C
                     continue
                 for cam_key in f[subject_key]:
                     group = f[subject_key][cam_key]
-                    name = "".join(chr(int(v)) for v in np.asarray(group["Name"]).ravel())
+                    codes = _camera_values(group, "Name", 8)
+                    if not ((codes >= 0) & (codes < 128)).all():
+                        raise ValueError(f"{group.name}/Name is not 8 ASCII character codes")
+                    name = "".join(chr(int(v)) for v in codes)
                     if name != camera_name:
                         continue
                     cameras[int(match.group(1))] = Camera(
                         # The archive stores the transpose of the world-to-camera rotation.
-                        R=np.asarray(group["R"], dtype=np.float64).T,
-                        T=np.asarray(group["T"], dtype=np.float64).reshape(3),
-                        f=np.asarray(group["f"], dtype=np.float64).reshape(2),
-                        c=np.asarray(group["c"], dtype=np.float64).reshape(2),
-                        k=np.asarray(group["k"], dtype=np.float64).reshape(3),
-                        p=np.asarray(group["p"], dtype=np.float64).reshape(2),
+                        R=_camera_values(group, "R", 9).reshape(3, 3).T,
+                        T=_camera_values(group, "T", 3),
+                        f=_camera_values(group, "f", 2),
+                        c=_camera_values(group, "c", 2),
+                        k=_camera_values(group, "k", 3),
+                        p=_camera_values(group, "p", 2),
                         name=name,
                     )
-    except (OSError, KeyError) as err:
+    except (OSError, KeyError, ValueError) as err:
         raise H36MDataError(f"{path}: cannot read camera parameters ({err}); expected "
                             "subject<S>/camera<C>/{{R,T,f,c,k,p,Name}}") from err
     if not cameras:
         raise H36MDataError(f"{path}: no camera named {camera_name!r} in any subject")
     return cameras
+
+
+def _camera_values(group: h5py.Group, key: str, size: int) -> np.ndarray:
+    """The `size` finite numbers of one camera parameter as a flat float64 array, checked before reading
+    (a file declaring a huge array is refused, not allocated)."""
+    dataset = group[key]
+    if not isinstance(dataset, h5py.Dataset) or dataset.size != size or dataset.dtype.kind not in "iuf":
+        raise ValueError(f"{group.name}/{key} is not {size} numbers")
+    values = np.asarray(dataset, dtype=np.float64).ravel()
+    if not np.isfinite(values).all():
+        raise ValueError(f"{group.name}/{key} holds NaN or infinite values")
+    return values
 
 
 def project_points(points: np.ndarray, camera: Camera) -> tuple[np.ndarray, np.ndarray]:

@@ -264,6 +264,22 @@ def test_corrupt_cameras_file_is_named(tmp_path):
     load_expecting_error(small_config(root, None), str(root / "cameras.h5"), "cannot read camera")
 
 
+@pytest.mark.parametrize("key, replace, expected", [
+    ("f", lambda g: g.create_dataset("f", shape=(2, 10**9), dtype="f8"), "subject1/camera2/f is not 2 numbers"),
+    ("R", lambda g: g.create_dataset("R", data=np.zeros((4, 4))), "subject1/camera2/R is not 9 numbers"),
+    ("k", lambda g: g.create_dataset("k", data=np.full(3, np.nan)), "subject1/camera2/k holds NaN"),
+    ("Name", lambda g: g.create_dataset("Name", data=np.full(8, 1e12)), "Name is not 8 ASCII character codes"),
+    ("T", lambda g: g.create_group("T"), "subject1/camera2/T is not 3 numbers"),
+])
+def test_malformed_camera_parameters_are_named(tmp_path, key, replace, expected):
+    root = small_archive(tmp_path / "h36m")
+    with h5py.File(root / "cameras.h5", "r+") as f:
+        del f["subject1/camera2"][key]  # camera2 is 55011271, the one that is read
+        replace(f["subject1/camera2"])
+    assert (root / "cameras.h5").stat().st_size < 10**6
+    load_expecting_error(small_config(root, None), str(root / "cameras.h5"), expected)
+
+
 @pytest.mark.parametrize("action, dataset, values, expected", [
     ("Walking", "3D_positions", np.zeros((90, 200)), ("(90, 200)", "expected (96, N)")),  # wrong array shape
     ("Walking", "3D_positions", np.zeros((96, 0)), ("(96, 0)", "1 <= N <= 360000")),

@@ -28,6 +28,7 @@ DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "assets" / "actiongen.jso
 MAX_CONFIG_SIZE = 2**16
 MAX_WEIGHT_BYTES = 2**30
 MAX_FPS = 1000.0
+MAX_JSON_BYTES = 2**24  # the shipped bundle's JSON, training record included, takes 3 kB
 FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
 INTEGER_DTYPES = ("I8", "I16", "I32", "I64", "U8")  # only BatchNorm's step counter is an integer
 
@@ -107,10 +108,13 @@ def read_bundle_json(json_path: Path, expected_format: str, missing_hint: str) -
     the app forwards them to its users, who must not see the server's paths."""
     if not json_path.is_file():
         raise CheckpointError(f"{json_path.name}: {missing_hint}")
+    if json_path.stat().st_size > MAX_JSON_BYTES:
+        raise CheckpointError(f"{json_path.name}: {json_path.stat().st_size:,} bytes; a bundle's JSON has at most "
+                              f"{MAX_JSON_BYTES:,}")
     try:
         doc = json.loads(json_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{json_path.name}: not valid JSON ({err})") from err
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise CheckpointError(f"{json_path.name}: not valid JSON ({type(err).__name__}: {err})") from err
     if not isinstance(doc, dict) or doc.get("format") != expected_format:
         found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
         raise CheckpointError(f"{json_path.name}: format {found!r}; expected {expected_format!r}")

@@ -141,6 +141,15 @@ def test_entries_of_the_wrong_type_are_refused_in_one_line(saved, changes, messa
     assert message in load_error(json_path)
 
 
+def test_oversized_or_deeply_nested_json_is_refused(saved, monkeypatch):
+    _, json_path, _ = saved
+    json_path.write_text("[" * 100_000 + "]" * 100_000)
+    assert "not valid JSON (RecursionError" in load_error(json_path)
+    monkeypatch.setattr(checkpoint_module, "MAX_JSON_BYTES", 100_000)
+    json_path.write_text(json.dumps({"format": "actiongen-bundle/1", "padding": "x" * 100_000}))
+    assert "100,047 bytes; a bundle's JSON has at most 100,000" in load_error(json_path)
+
+
 def test_missing_entry_is_named(saved):
     _, json_path, _ = saved
     doc = json.loads(json_path.read_text())

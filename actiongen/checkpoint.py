@@ -116,8 +116,8 @@ def read_bundle_json(json_path: Path, expected_format: str, missing_hint: str) -
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise CheckpointError(f"{json_path.name}: not valid JSON ({type(err).__name__}: {err})") from err
     if not isinstance(doc, dict) or doc.get("format") != expected_format:
-        found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
-        raise CheckpointError(f"{json_path.name}: format {found!r}; expected {expected_format!r}")
+        found = described(doc.get("format")) if isinstance(doc, dict) else f"none (the file holds {described(doc)})"
+        raise CheckpointError(f"{json_path.name}: format {found}; expected {expected_format!r}")
     try:
         check_entry_types(doc)
     except ValueError as err:
@@ -132,22 +132,28 @@ def check_entry_types(doc: Mapping[str, object]) -> None:
             raise ValueError(f"missing entry {key!r}")
         if not isinstance(doc[key], kind):
             raise ValueError(f"entry {key!r} must be a JSON {'object' if kind is dict else 'array'}; "
-                             f"got {json_type(doc[key])}")
-    weights = doc.get("weights", "")
+                             f"got {described(doc[key])}")
+    weights = doc.get("weights", "weights.safetensors")
     # A bare file name: the weights must lie next to the JSON, never elsewhere on the server.
-    if not isinstance(weights, str) or (weights and (Path(weights).name != weights or weights in (".", ".."))):
+    if not (isinstance(weights, str) and weights.endswith(".safetensors") and len(weights) <= 255
+            and Path(weights).name == weights):
         raise ValueError(f"entry 'weights' must be the file name of the .safetensors file beside the JSON; "
-                         f"got {json_type(weights)}")
+                         f"got {described(weights)}")
     actions = doc["actions"]
     if not actions or not all(isinstance(a, str) and a for a in actions) or len(set(actions)) != len(actions):
         raise ValueError("entry 'actions' must be a non-empty list of distinct action names")
 
 
-def json_type(value: object) -> str:
-    """How a JSON value is described in messages, without echoing a possibly huge value."""
-    names = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string",
-             list: "an array", dict: "an object"}
-    return names.get(type(value), type(value).__name__)
+def described(value: object) -> str:
+    """A JSON value as messages show it: short scalars as written, anything else by its type, so that a
+    huge value is never echoed back."""
+    if value is None:
+        return "null"
+    if isinstance(value, (bool, int, float, str)) and len(repr(value)) <= 40:
+        return repr(value)
+    kinds = {str: "a long string", int: "a huge number", list: "an array", dict: "an object"}
+    size = f" of {len(value)} entries" if isinstance(value, (list, dict)) else ""
+    return kinds.get(type(value), type(value).__name__) + size
 
 
 def config_from_dict(cls: type[ConfigT], raw: Mapping[str, object]) -> ConfigT:
@@ -167,16 +173,14 @@ def config_from_dict(cls: type[ConfigT], raw: Mapping[str, object]) -> ConfigT:
             valid = isinstance(value, kind)
         if not valid:
             wanted = f"an integer in [1, {MAX_CONFIG_SIZE}]" if kind is int else f"a {kind.__name__}"
-            shown = value if isinstance(value, (int, float)) else json_type(value)
-            raise ValueError(f"model entry {spec.name!r} must be {wanted}; got {shown}")
+            raise ValueError(f"model entry {spec.name!r} must be {wanted}; got {described(value)}")
     return cls.from_dict(dict(raw))  # type: ignore[attr-defined]
 
 
 def check_fps(value: object) -> float:
     """The bundle's frame rate: a finite number in (0, MAX_FPS]."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_FPS:
-        shown = value if isinstance(value, (int, float)) else json_type(value)
-        raise ValueError(f"entry 'fps' must be a number in (0, {MAX_FPS:g}]; got {shown}")
+        raise ValueError(f"entry 'fps' must be a number in (0, {MAX_FPS:g}]; got {described(value)}")
     return float(value)
 
 
@@ -198,7 +202,7 @@ def read_bundle_weights(json_path: Path, doc: Mapping[str, object], expected: Ma
     if weight_bytes > MAX_WEIGHT_BYTES:
         raise CheckpointError(f"{json_path.name}: the model config asks for {weight_bytes / 2**30:.1f} GiB of "
                               f"weights; at most {MAX_WEIGHT_BYTES / 2**30:.0f} GiB is allowed")
-    weights_path = json_path.parent / (doc.get("weights") or json_path.with_suffix(".safetensors").name)
+    weights_path = json_path.parent / doc.get("weights", json_path.with_suffix(".safetensors").name)
     if not weights_path.is_file():
         raise CheckpointError(f"{weights_path.name}: weights file not found (expected next to {json_path.name})")
     return read_weights(weights_path, expected)
@@ -248,13 +252,15 @@ def load_bundle(path: Path | str | None = None, device: torch.device | str = "cp
     doc = read_bundle_json(json_path, FORMAT, "checkpoint config not found (train one with "
                            "train/stage2_sequence.py or pass the path of a bundle .json)")
     if doc.get("joints") != list(JOINT_NAMES):
-        found = doc.get("joints") if isinstance(doc.get("joints"), list) else json_type(doc.get("joints"))
+        found = doc.get("joints")
+        found = found if isinstance(found, list) and len(str(found)) <= 300 else described(found)
         raise CheckpointError(f"{json_path.name}: joint order {found} differs from this code's {list(JOINT_NAMES)}")
     try:
         cfg = config_from_dict(ModelConfig, doc["model"])
         stats = NormStats.from_dict(doc["stats"])
         if "fps" in doc:
             check_fps(doc["fps"])
+        expected = expected_tensors(cfg)  # the models' own checks, e.g. of the head's name
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{json_path.name}: bad or missing config entry ({err})") from err
     actions = tuple(doc["actions"])
@@ -262,7 +268,7 @@ def load_bundle(path: Path | str | None = None, device: torch.device | str = "cp
         raise CheckpointError(f"{json_path.name}: {len(actions)} action names for {cfg.num_classes} classes")
     if cfg.pose_dim != POSE_DIM:
         raise CheckpointError(f"{json_path.name}: model pose_dim {cfg.pose_dim}; this code's poses have {POSE_DIM}")
-    tensors = read_bundle_weights(json_path, doc, expected_tensors(cfg))
+    tensors = read_bundle_weights(json_path, doc, expected)
     transition, classifier = build_models(cfg)
     for prefix, module in (("transition.", transition), ("classifier.", classifier)):
         module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})

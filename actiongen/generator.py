@@ -37,6 +37,7 @@ MAX_STRIP_STEPS = 64
 # this keeps a call under about 600 MB (e.g. 20,000 clips of 50 frames).
 MAX_BATCH_FRAMES = 1_000_000
 INT_TEXT = re.compile(r"[+-]?[0-9]+")
+MAX_ACTION_NAME = 64  # characters; the names of Human3.6M actions have at most 12
 # Rows per network call in sample_many: keeps the decoder's (rows * T, 1024) activations cache-sized.
 CHUNK_ROWS = 128
 
@@ -227,13 +228,13 @@ class Generator:
         """(num_classes,) float64 weights summing to 1 of an action name or a {name: weight} mix."""
         weights = np.zeros(len(self.actions))
         if isinstance(action, str):
-            weights[action_index(action, self.actions)] = 1.0
+            weights[self.index_of(action)] = 1.0
             return weights
         if not isinstance(action, Mapping):
             raise ValueError(f"action must be an action name or a mapping of names to weights; got {shown(action)} "
                              f"(valid actions: {', '.join(self.actions)})")
         for name, weight in action.items():
-            index = action_index(name, self.actions)
+            index = self.index_of(name)
             weight = check_number(weight, f"mix weight of {shown(name)}")
             if weight < 0:
                 raise ValueError(f"mix weights must be finite and non-negative; got {name}={weight}")
@@ -247,6 +248,13 @@ class Generator:
             raise ValueError(f"mix weights are all zero; give at least one action a positive weight "
                              f"(valid actions: {', '.join(self.actions)})")
         return weights / total
+
+    def index_of(self, name: object) -> int:
+        """The column of an action name (case-insensitive); ValueError naming the valid actions, which never
+        echoes a long name in full."""
+        if isinstance(name, str) and len(name) > MAX_ACTION_NAME:
+            raise ValueError(f"unknown action {shown(name)}; valid actions: {', '.join(self.actions)}")
+        return action_index(name, self.actions)
 
     def label_of(self, weights: np.ndarray) -> str:
         """"Walking" for a plain action, "0.67 Phoning + 0.33 Walking" for a mix (largest first)."""

@@ -304,7 +304,8 @@ def test_bad_input_raises_a_clear_value_error(gen, kwargs, message):
 
 def test_a_huge_bad_argument_is_not_echoed_in_full(gen):
     for kwargs in (dict(action="Walking", seed="7" * 10**6), dict(action=["Walking"] * 10**5, seed=0),
-                   dict(action={"Walking": "1" * 10**6}, seed=0)):
+                   dict(action={"Walking": "1" * 10**6}, seed=0), dict(action="W" * 10**6, seed=0),
+                   dict(action={"W" * 10**6: 1.0}, seed=0), dict(action="Walking", seed=0, to_action="W" * 10**6)):
         with pytest.raises(ValueError) as err:
             gen.sample(**kwargs)
         assert len(str(err.value)) < 300 and "characters)" in str(err.value)

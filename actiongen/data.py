@@ -215,7 +215,7 @@ class NormStats:
 
     @classmethod
     def from_dict(cls, d: dict) -> "NormStats":
-        """Statistics from JSON, refused unless mean and std are {POSE_DIM} finite numbers each, std positive,
+        """Statistics from JSON, refused unless mean and std are 30 finite numbers each, std positive,
         and the hip depth a finite positive number (NaN statistics would turn every generated joint to NaN)."""
         if not isinstance(d, dict) or not {"mean", "std", "mean_hip_depth"} <= set(d):
             raise ValueError("normalisation stats need the entries mean, std and mean_hip_depth")

@@ -114,15 +114,14 @@ def render_frame(poses: np.ndarray, size: int = 256, progress: float | None = No
     return image.reduce(SUPERSAMPLE)
 
 
-def check_render_size(size: object, pixels_per_size_squared: int) -> int:
-    """`size` (pixels per panel) in [MIN_SIZE, MAX_SIZE], for an export of `pixels_per_size_squared`
-    panels (frames x clips) that must stay within MAX_RENDER_PIXELS."""
+def check_render_size(size: object, panels: int) -> int:
+    """`size` (pixels per panel side) in [MIN_SIZE, MAX_SIZE], for an export of `panels` square panels
+    (frames x clips) that together must stay within MAX_RENDER_PIXELS."""
     size = check_int(size, "size", MIN_SIZE, MAX_SIZE)
-    if pixels_per_size_squared * size * size > MAX_RENDER_PIXELS:
-        largest = int((MAX_RENDER_PIXELS / pixels_per_size_squared) ** 0.5)
+    if panels * size * size > MAX_RENDER_PIXELS:
+        largest = int((MAX_RENDER_PIXELS / panels) ** 0.5)
         hint = f"use a size of at most {largest} px" if largest >= MIN_SIZE else "use fewer frames or clips"
-        raise ValueError(f"{pixels_per_size_squared} panels of {size} x {size} px are more than "
-                         f"{MAX_RENDER_PIXELS:,} pixels; {hint}")
+        raise ValueError(f"{panels} panels of {size} x {size} px are more than {MAX_RENDER_PIXELS:,} pixels; {hint}")
     return size
 
 
@@ -233,6 +232,8 @@ def save_mp4(clips: Clips, path: Path | str, fps: float | None = None, size: int
             lines = [line.strip() for line in log.read().decode(errors="replace").splitlines() if line.strip()]
             # One line, naming the file but neither the server's directories nor the ffmpeg command.
             reason = (lines[-1] if lines else f"exit status {process.returncode}").replace(str(path), path.name)
+            if path.is_file():
+                path.unlink()  # a half-written video would look like a result
             raise OSError(f"{path.name}: ffmpeg could not write the MP4 ({reason})")
     return path
 

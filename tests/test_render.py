@@ -186,3 +186,16 @@ def test_mp4_write_failure_is_one_line_without_the_ffmpeg_command(clip, tmp_path
     message = str(err.value)
     assert message.startswith("walk.mp4: ffmpeg could not write the MP4 (") and "Is a directory" in message
     assert "\n" not in message and "-vcodec" not in message and str(tmp_path) not in message
+
+
+def test_failed_mp4_encoding_leaves_no_half_written_file(clip, tmp_path, monkeypatch):
+    fake_ffmpeg = tmp_path / "ffmpeg"
+    fake_ffmpeg.write_text('#!/bin/sh\ncat > /dev/null\nfor out; do :; done\necho partial > "$out"\n'
+                           'echo "Conversion failed while writing $out" >&2\nexit 1\n')
+    fake_ffmpeg.chmod(0o755)
+    monkeypatch.setattr(render.imageio_ffmpeg, "get_ffmpeg_exe", lambda: str(fake_ffmpeg))
+    target = tmp_path / "videos" / "walk.mp4"
+    with pytest.raises(OSError) as err:
+        render.save_mp4(clip, target, size=32)
+    assert str(err.value) == "walk.mp4: ffmpeg could not write the MP4 (Conversion failed while writing walk.mp4)"
+    assert not target.exists()

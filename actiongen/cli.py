@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import Callable, NoReturn, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from . import render
 from .bvh import fit_fixed_lengths
-from .generator import Generator, Sample
 from .checkpoint import DEFAULT_BUNDLES
+from .generator import (MAX_BATCH_FRAMES, MAX_FRAMES, MAX_STRIP_STEPS, MIN_FRAMES, SEED_LIMIT, Generator, Sample,
+                        int_from_text)
 from .skeleton import ACTIONS
 
 PROG = "actiongen"
@@ -46,13 +48,42 @@ def report(message: str) -> None:
 
 # ----------------------------------------------------------------------------- argument types
 
+NUMBER_TEXT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
+def number_from_text(text: str) -> float:
+    """A decimal number such as 0.5, 2 or 1e-3; stricter than float(), which also reads "0_5", "nan" and
+    "infinity"."""
+    if not NUMBER_TEXT.fullmatch(text.strip()):
+        raise ValueError(f"expected a number such as 0.5; got {text!r}")
+    return float(text)
+
+
+def whole_number(name: str, low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number in [low, high], refused with that range."""
+    def parse(text: str) -> int:
+        try:
+            return int_from_text(text, name, low, high)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    return parse
+
+
+def number(text: str) -> float:
+    """An argparse type: a decimal number (its range is checked where it is used)."""
+    try:
+        return number_from_text(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def parse_mix(text: str) -> dict[str, float]:
     """"Walking=0.5,Phoning=0.5" (or space-separated pairs) -> {"Walking": 0.5, "Phoning": 0.5}."""
     weights: dict[str, float] = {}
     for item in text.replace(",", " ").split():
         name, _, value = item.partition("=")
         try:
-            weights[name] = float(value)
+            weights[name] = number_from_text(value)
         except ValueError:
             name = ""
         if not name:
@@ -66,9 +97,11 @@ def parse_range(text: str) -> tuple[int, int]:
     """"20:40" -> (20, 40)."""
     start, _, end = text.partition(":")
     try:
-        return int(start), int(end)
+        return (int_from_text(start, "transition start", 0, MAX_FRAMES - 1),
+                int_from_text(end, "transition end", 0, MAX_FRAMES - 1))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"a frame range is START:END, e.g. 20:40; got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"a frame range is START:END with whole numbers in [0, {MAX_FRAMES - 1}], "
+                                         f"e.g. 20:40; got {text!r}") from None
 
 
 def export_path(text: str) -> Path:
@@ -79,14 +112,8 @@ def export_path(text: str) -> Path:
     return path
 
 
-def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number; got {text!r}")
-    return value
+seed_number = whole_number("seed", 0, SEED_LIMIT - 1)
+panel_size = whole_number("size", render.MIN_SIZE, render.MAX_SIZE)
 
 
 # ----------------------------------------------------------------------------- the parser
@@ -100,13 +127,14 @@ def build_parser() -> Parser:
                        help="a shipped model: 2d (camera view, the default) or 3d (world frame in mm, .bvh export)")
     common.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     clip = Parser(add_help=False)
-    clip.add_argument("--seed", type=int, default=0, metavar="N", help="random seed in [0, 2**32) (default 0)")
-    clip.add_argument("--frames", type=int, default=50, metavar="T", help="clip length in frames at 50/3 fps, 2 to 1000 "
-                                                             "(default 50 = 3 s)")
+    clip.add_argument("--seed", type=seed_number, default=0, metavar="N", help="random seed in [0, 2**32) (default 0)")
+    clip.add_argument("--frames", type=whole_number("frames", MIN_FRAMES, MAX_FRAMES), default=50, metavar="T",
+                      help=f"clip length in frames at 50/3 fps, {MIN_FRAMES} to {MAX_FRAMES} (default 50 = 3 s)")
     out = Parser(add_help=False)
     out.add_argument("--out", type=export_path, required=True, metavar="FILE",
                      help="output file: .gif .mp4 .png .npz .json, or .bvh (3D models)")
-    out.add_argument("--size", type=positive, default=256, metavar="PX", help="pixels per clip panel of .gif/.mp4/.png (default 256)")
+    out.add_argument("--size", type=panel_size, default=256, metavar="PX",
+                     help=f"pixels per clip panel of .gif/.mp4/.png, {render.MIN_SIZE} to {render.MAX_SIZE} (default 256)")
 
     parser = Parser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
                     description=f"Generate 2D or 3D human-action skeleton clips with the ActionGen models.\n\n{EXAMPLES}",
@@ -120,8 +148,8 @@ def build_parser() -> Parser:
     add_action_options(sample, actions)
     sample.add_argument("--to-action", metavar="ACTION", help="move to this action over --transition (default: the whole clip)")
     sample.add_argument("--transition", type=parse_range, metavar="START:END", help="frames of the A -> B change")
-    sample.add_argument("--to-seed", type=int, metavar="N", help="interpolate the latent path towards this seed")
-    sample.add_argument("--alpha", type=float, help="interpolation amount in [0, 1] (default 0.5 with --to-seed)")
+    sample.add_argument("--to-seed", type=seed_number, metavar="N", help="interpolate the latent path towards this seed")
+    sample.add_argument("--alpha", type=number, help="interpolation amount in [0, 1] (default 0.5 with --to-seed)")
     sample.set_defaults(run=run_sample)
 
     mix = commands.add_parser("mix", parents=parents, help="one clip of a weighted mix of actions",
@@ -143,18 +171,21 @@ def build_parser() -> Parser:
                                       description="An interpolation strip: STEPS clips from --seed (alpha 0) to "
                                                   "--to-seed (alpha 1), drawn side by side and animated together.")
     add_action_options(interpolate, actions)
-    interpolate.add_argument("--to-seed", type=int, required=True, metavar="N", help="the seed at alpha = 1")
-    interpolate.add_argument("--steps", type=int, default=8, metavar="K", help="number of clips, 2 to 64 (default 8)")
+    interpolate.add_argument("--to-seed", type=seed_number, required=True, metavar="N", help="the seed at alpha = 1")
+    interpolate.add_argument("--steps", type=whole_number("steps", 2, MAX_STRIP_STEPS), default=8, metavar="K",
+                             help=f"number of clips, 2 to {MAX_STRIP_STEPS} (default 8)")
     interpolate.set_defaults(run=run_interpolate)
 
     sample_all = commands.add_parser("sample-all", parents=[common, clip], help="N clips of every action",
                                      description="N clips of every action with seeds SEED..SEED+N-1: one .npz "
                                                  "(poses (N, T, 16, 2|3), labels, actions) or a directory of files.")
-    sample_all.add_argument("--per-class", type=positive, required=True, metavar="N", help="clips per action")
+    sample_all.add_argument("--per-class", type=whole_number("per-class", 1, MAX_BATCH_FRAMES), required=True,
+                            metavar="N", help=f"clips per action; at most {MAX_BATCH_FRAMES:,} frames in all")
     sample_all.add_argument("--out", type=Path, required=True, metavar="PATH", help="FILE.npz, or a directory for one file per clip")
     sample_all.add_argument("--format", choices=DIR_FORMATS, default="gif", help="file format in a directory "
                                                                                  "(default gif)")
-    sample_all.add_argument("--size", type=positive, default=256, metavar="PX", help="pixels per clip of .gif/.mp4/.png")
+    sample_all.add_argument("--size", type=panel_size, default=256, metavar="PX",
+                            help=f"pixels per clip of .gif/.mp4/.png, {render.MIN_SIZE} to {render.MAX_SIZE} (default 256)")
     sample_all.set_defaults(run=run_sample_all)
     return parser
 
@@ -191,6 +222,7 @@ def run_sample(args: argparse.Namespace) -> None:
         mixes = args.mix if isinstance(args.mix, list) else [args.mix]
         action = {name: weight for mix in mixes for name, weight in mix.items()}
     alpha = args.alpha if args.alpha is not None else (0.5 if args.to_seed is not None else 0.0)
+    render.check_export_size(args.out, 1, args.frames, args.size)
     gen = load_generator(args)
     sample = gen.sample(action, args.seed, args.frames, to_action=args.to_action, transition=args.transition,
                         seed_b=args.to_seed, alpha=alpha)
@@ -199,6 +231,7 @@ def run_sample(args: argparse.Namespace) -> None:
 
 
 def run_interpolate(args: argparse.Namespace) -> None:
+    render.check_export_size(args.out, args.steps, args.frames, args.size)
     gen = load_generator(args)
     strip = gen.interpolation_strip(args.mix or args.action, args.seed, args.to_seed, steps=args.steps,
                                     frames=args.frames)
@@ -210,7 +243,17 @@ def run_sample_all(args: argparse.Namespace) -> None:
     suffix = args.out.suffix.lower()
     if suffix and suffix != ".npz":
         raise ValueError(f"--out {args.out} must be a .npz file or a directory (no suffix)")
+    if not suffix:  # a directory of one file per clip
+        render.check_export_size(f"clip.{args.format}", 1, args.frames, args.size)
     gen = load_generator(args)
+    most = MAX_BATCH_FRAMES // (len(gen.actions) * args.frames)
+    if args.per_class > most:
+        raise ValueError(f"--per-class must be in [1, {most}] for {len(gen.actions)} actions of {args.frames} frames "
+                         f"({MAX_BATCH_FRAMES:,} frames in all); got {args.per_class}")
+    if args.seed + args.per_class > SEED_LIMIT:
+        raise ValueError(f"seeds run from --seed to --seed + --per-class - 1, at most {SEED_LIMIT - 1}: with "
+                         f"--per-class {args.per_class}, --seed must be in [0, {SEED_LIMIT - args.per_class}]; "
+                         f"got {args.seed}")
     seeds = [args.seed + k for k in range(args.per_class)]
     # One thread per worker and one worker per core: intra-op threads spend more on synchronising these
     # small operations than they gain.

@@ -22,7 +22,10 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 import warnings
+import zipfile
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -39,6 +42,9 @@ CACHE_VERSION = 2  # 2: the second cached array holds the hip's camera coordinat
 SEQUENCE_DATASET = "3D_positions"
 TAKES_PER_ACTION = 2  # the archive holds two takes of every action for every subject
 SEQUENCE_NAME = re.compile(r"^(?P<action>[A-Za-z]+)(?: (?P<take>\d+))?$")
+# The longest take of the archive has about 6,300 frames (50 Hz); two hours is far beyond any real take and
+# keeps one file's float64 array under 300 MB.
+MAX_SEQUENCE_FRAMES = 360_000
 
 
 class H36MDataError(ValueError):
@@ -88,25 +94,40 @@ def load_cameras(root: Path | str, camera_name: str = "55011271") -> dict[int, C
                     continue
                 for cam_key in f[subject_key]:
                     group = f[subject_key][cam_key]
-                    name = "".join(chr(int(v)) for v in np.asarray(group["Name"]).ravel())
+                    codes = _camera_values(group, "Name", 8)
+                    if not ((codes >= 0) & (codes < 128)).all():
+                        raise ValueError(f"{group.name}/Name is not 8 ASCII character codes")
+                    name = "".join(chr(int(v)) for v in codes)
                     if name != camera_name:
                         continue
                     cameras[int(match.group(1))] = Camera(
                         # The archive stores the transpose of the world-to-camera rotation.
-                        R=np.asarray(group["R"], dtype=np.float64).T,
-                        T=np.asarray(group["T"], dtype=np.float64).reshape(3),
-                        f=np.asarray(group["f"], dtype=np.float64).reshape(2),
-                        c=np.asarray(group["c"], dtype=np.float64).reshape(2),
-                        k=np.asarray(group["k"], dtype=np.float64).reshape(3),
-                        p=np.asarray(group["p"], dtype=np.float64).reshape(2),
+                        R=_camera_values(group, "R", 9).reshape(3, 3).T,
+                        T=_camera_values(group, "T", 3),
+                        f=_camera_values(group, "f", 2),
+                        c=_camera_values(group, "c", 2),
+                        k=_camera_values(group, "k", 3),
+                        p=_camera_values(group, "p", 2),
                         name=name,
                     )
-    except (OSError, KeyError) as err:
+    except (OSError, KeyError, ValueError) as err:
         raise H36MDataError(f"{path}: cannot read camera parameters ({err}); expected "
                             "subject<S>/camera<C>/{{R,T,f,c,k,p,Name}}") from err
     if not cameras:
         raise H36MDataError(f"{path}: no camera named {camera_name!r} in any subject")
     return cameras
+
+
+def _camera_values(group: h5py.Group, key: str, size: int) -> np.ndarray:
+    """The `size` finite numbers of one camera parameter as a flat float64 array, checked before reading
+    (a file declaring a huge array is refused, not allocated)."""
+    dataset = group[key]
+    if not isinstance(dataset, h5py.Dataset) or dataset.size != size or dataset.dtype.kind not in "iuf":
+        raise ValueError(f"{group.name}/{key} is not {size} numbers")
+    values = np.asarray(dataset, dtype=np.float64).ravel()
+    if not np.isfinite(values).all():
+        raise ValueError(f"{group.name}/{key} holds NaN or infinite values")
+    return values
 
 
 def project_points(points: np.ndarray, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
@@ -168,17 +189,24 @@ def find_sequences(root: Path | str, subjects: tuple[int, ...], actions: tuple[s
 
 
 def read_sequence(path: Path) -> np.ndarray:
-    """World joint positions (N, 32, 3) in mm from one sequence file."""
+    """World joint positions (N, 32, 3) in mm from one sequence file. The declared shape and type are
+    checked before anything is read, so a file claiming a huge array is refused instead of allocated."""
     try:
         with h5py.File(path, "r") as f:
-            if SEQUENCE_DATASET not in f:
-                raise H36MDataError(f"{path}: no dataset {SEQUENCE_DATASET!r}; found {list(f.keys())}")
-            raw = np.asarray(f[SEQUENCE_DATASET], dtype=np.float64)
+            dataset = f.get(SEQUENCE_DATASET)
+            if not isinstance(dataset, h5py.Dataset):
+                raise H36MDataError(f"{path}: no dataset {SEQUENCE_DATASET!r}; found {list(f.keys())[:10]}")
+            shape = dataset.shape
+            if shape is None or len(shape) != 2 or shape[0] != 96 or not 1 <= shape[1] <= MAX_SEQUENCE_FRAMES:
+                raise H36MDataError(f"{path}: dataset {SEQUENCE_DATASET!r} has shape {shape}; expected (96, N) "
+                                    f"with 1 <= N <= {MAX_SEQUENCE_FRAMES}: 32 joints x (x, y, z) per frame")
+            if dataset.dtype.kind not in "iuf":
+                raise H36MDataError(f"{path}: dataset {SEQUENCE_DATASET!r} holds {dataset.dtype}; expected numbers")
+            raw = np.asarray(dataset, dtype=np.float64)
     except OSError as err:
         raise H36MDataError(f"{path}: unreadable or corrupt HDF5 file ({err})") from err
-    if raw.ndim != 2 or raw.shape[0] != 96 or raw.shape[1] < 1:
-        raise H36MDataError(f"{path}: dataset {SEQUENCE_DATASET!r} has shape {raw.shape}; "
-                            "expected (96, N): 32 joints x (x, y, z) per frame")
+    if not np.isfinite(raw).all():
+        raise H36MDataError(f"{path}: dataset {SEQUENCE_DATASET!r} holds NaN or infinite positions")
     return raw.T.reshape(-1, 32, 3)
 
 
@@ -212,16 +240,27 @@ class NormStats:
 
     @classmethod
     def from_dict(cls, d: dict) -> "NormStats":
-        mean = np.asarray(d["mean"], dtype=np.float32)
-        std = np.asarray(d["std"], dtype=np.float32)
-        valid = tuple(pose_dim_of(dims) for dims in SPACE_DIMS)
-        if mean.shape not in {(n,) for n in valid} or std.shape != mean.shape or not np.all(std > 0):
-            raise ValueError(f"normalisation stats need mean and positive std of length "
-                             f"{' or '.join(map(str, valid))}; "
-                             f"got {mean.shape} and {std.shape}")
-        hip_camera = d.get("mean_hip_camera")
-        return cls(mean, std, float(d["mean_hip_depth"]),
-                   None if hip_camera is None else np.asarray(hip_camera, dtype=np.float64).reshape(3))
+        """Statistics from JSON, refused unless mean and std are 30 (2D) or 45 (3D) finite numbers each, std
+        positive, and the hip depth a finite positive number (NaN statistics would turn every generated joint
+        to NaN)."""
+        if not isinstance(d, dict) or not {"mean", "std", "mean_hip_depth"} <= set(d):
+            raise ValueError("normalisation stats need the entries mean, std and mean_hip_depth")
+        mean, std = (_number_array(d[key]) for key in ("mean", "std"))
+        with np.errstate(over="ignore"):  # a float32 overflow becomes inf, refused below
+            mean, std = (None if a is None else a.astype(np.float32) for a in (mean, std))
+        sizes = tuple(pose_dim_of(dims) for dims in SPACE_DIMS)
+        valid = all(a is not None and a.shape in {(n,) for n in sizes} and np.isfinite(a).all() for a in (mean, std))
+        if not valid or mean.shape != std.shape or not (std > 0).all():
+            raise ValueError(f"normalisation stats need mean and std as lists of length "
+                             f"{' or '.join(map(str, sizes))} of finite numbers, with std > 0")
+        depth = _number_array(d["mean_hip_depth"])
+        if depth is None or depth.shape != () or not (np.isfinite(depth) and depth > 0):
+            raise ValueError("normalisation stats need mean_hip_depth, a finite positive number of mm")
+        hip_camera = None if d.get("mean_hip_camera") is None else _number_array(d["mean_hip_camera"])
+        if "mean_hip_camera" in d and (hip_camera is None or hip_camera.shape != (3,)
+                                       or not np.isfinite(hip_camera).all()):
+            raise ValueError("normalisation stats: mean_hip_camera must be 3 finite numbers (mm)")
+        return cls(mean, std, float(depth), None if hip_camera is None else hip_camera.astype(np.float64))
 
     def save(self, path: Path | str) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1))
@@ -229,6 +268,18 @@ class NormStats:
     @classmethod
     def load(cls, path: Path | str) -> "NormStats":
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _number_array(value: object) -> np.ndarray | None:
+    """A JSON number or (nested) list of numbers as float64; None for strings, booleans, nulls or ragged lists
+    (numpy would turn "1.5" and True into numbers)."""
+    try:
+        array = np.asarray(value)
+    except ValueError:  # ragged
+        return None
+    if array.dtype.kind not in "iuf":
+        return None
+    return array.astype(np.float64)
 
 
 def joints_to_vectors(joints: np.ndarray, stats: NormStats | None = None) -> np.ndarray:
@@ -303,23 +354,60 @@ def _project_files(files: list[SequenceFile], cameras: dict[int, Camera], dims: 
 
 
 def _load_projected(cfg: DataConfig, files: list[SequenceFile]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Projection results, from the cache when the source files and settings are unchanged."""
+    """Projection results, from the cache when the source files and settings are unchanged and the cache
+    file is sound; a damaged one is reported and rebuilt."""
     root = Path(cfg.root)
     cache_path = None
     if cfg.cache_dir:
         cache_path = Path(cfg.cache_dir) / f"h36m{cfg.dims}d-{_cache_key(files, root, cfg.camera)}.npz"
         if cache_path.is_file():
-            with np.load(cache_path) as z:
-                bounds = np.cumsum(z["lengths"])[:-1]
-                return np.split(z["joints"], bounds), np.split(z["hips"], bounds)
+            try:
+                return _read_cache(cache_path, len(files), cfg.dims)
+            except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile, zlib.error) as err:
+                warnings.warn(f"the Human3.6M cache {cache_path.name} is damaged ({type(err).__name__}: {err}); "
+                              "rebuilding it", stacklevel=3)
     joints, hips = _project_files(files, load_cameras(root, cfg.camera), cfg.dims)
     if cache_path is not None:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_suffix(".tmp.npz")
-        np.savez(tmp, joints=np.concatenate(joints), hips=np.concatenate(hips),
-                 lengths=np.array([len(j) for j in joints]))
-        os.replace(tmp, cache_path)
+        _write_cache(cache_path, joints, hips)
     return joints, hips
+
+
+def _read_cache(path: Path, sequences: int, dims: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The per-sequence joints and hip camera coordinates of a cache file; ValueError unless it holds
+    exactly `sequences` sequences of (n, 16, dims) joints and (n, 3) hips."""
+    archive = np.load(path, allow_pickle=False)
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError("not an .npz archive")
+    with archive:
+        lengths, joints, hips = archive["lengths"], archive["joints"], archive["hips"]
+    frames = int(lengths.sum()) if lengths.dtype.kind in "iu" else -1
+    if (lengths.shape != (sequences,) or frames < 0 or (lengths < 1).any()
+            or joints.shape != (frames, NUM_JOINTS, dims) or hips.shape != (frames, 3)
+            or joints.dtype != np.float32 or hips.dtype != np.float32):
+        raise ValueError(f"holds lengths {lengths.shape}, joints {joints.shape} and hips {hips.shape}; "
+                         f"expected {sequences} sequences")
+    bounds = np.cumsum(lengths)[:-1]
+    return np.split(joints, bounds), np.split(hips, bounds)
+
+
+def _write_cache(path: Path, joints: list[np.ndarray], hips: list[np.ndarray]) -> None:
+    """Write the cache atomically under a temporary name unique to this process, so that processes
+    building the same cache at once never see or remove each other's file. A cache that cannot be
+    written is reported and skipped: it only saves time."""
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, joints=np.concatenate(joints), hips=np.concatenate(hips),
+                     lengths=np.array([len(j) for j in joints]))
+        os.chmod(tmp, 0o644)  # as readable as a cache written with open(); mkstemp makes it owner-only
+        os.replace(tmp, path)
+    except OSError as err:
+        warnings.warn(f"cannot write the Human3.6M cache {path.name} ({err}); going on without it", stacklevel=3)
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)  # still there only when writing or renaming failed
 
 
 @dataclass

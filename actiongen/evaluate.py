@@ -13,6 +13,10 @@ baseline and the random equal-sized subsets the MMD pairs up):
   one take vs the other take of the test subject
   class mean pose + Gaussian noise vs the training clips, a weak baseline
 Everything is computed on normalised 30-d pose vectors (the data's statistics).
+
+With a checkpoint it also measures realism (actiongen.realism; `--no-realism` skips it): a classifier
+two-sample test against a held-out training subject with its reference rows, motion statistics as
+generated / real ratios, and the latent path's occupancy of the prior box, for every seed.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ import warnings
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -35,7 +39,11 @@ from .checkpoint import CheckpointError
 from .data import (ClipDataset, DataConfig, H36MDataError, NormStats, PoseData, Sequence, default_data_root,
                    joints_to_vectors, load_pose_data)
 from .metrics import accuracy, class_mmd, diversity, fid, multimodality, paired_subsets
+from . import realism  # a cycle that is safe: realism reaches this module's helpers through the module object
 from .recognizer import DEFAULT_RECOGNIZER, Recognizer, load_recognizer
+
+if TYPE_CHECKING:  # the generator module is imported only when a checkpoint is evaluated
+    from .generator import Generator, SampleBatch
 
 # MMD on Human3.6M as published; their real set was the training set.
 PUBLISHED = (
@@ -246,17 +254,22 @@ def build_rows(data: PoseData, scorer: Scorer, per_class: int, generator=None, p
     return rows
 
 
-def generate_set(generator, scorer: Scorer, data_stats: NormStats, per_class: int, seed: int,
+def generate_per_class(generator: Generator, actions: tuple[str, ...], per_class: int, seed: int,
+                       progress: bool, classify: bool = True) -> dict[str, SampleBatch]:
+    """`per_class` generated clips of every action under evaluation seed `seed` (see generation_seeds)."""
+    return {action: generator.sample_many(action, generation_seeds(seed, c, len(actions), per_class),
+                                          classify=classify)
+            for c, action in enumerate(tqdm(actions, desc=f"generating (seed {seed})", unit="class",
+                                            disable=not progress, leave=False))}
+
+
+def generate_set(generator: Generator, scorer: Scorer, data_stats: NormStats, per_class: int, seed: int,
                  progress: bool) -> ClipSet:
     """`per_class` generated clips of every action, as normalised vectors with the data's statistics."""
-    actions = scorer.actions
-    clips, probabilities = {}, []
-    for c, action in enumerate(tqdm(actions, desc=f"generating (seed {seed})", unit="class",
-                                    disable=not progress, leave=False)):
-        batch = generator.sample_many(action, generation_seeds(seed, c, len(actions), per_class))
-        clips[action] = joints_to_vectors(batch.joints, data_stats).astype(np.float32)
-        probabilities.append(batch.probabilities)
-    return scorer.score(clips, own_scores=np.concatenate(probabilities))
+    batches = generate_per_class(generator, scorer.actions, per_class, seed, progress)
+    clips = {action: joints_to_vectors(batch.joints, data_stats).astype(np.float32)
+             for action, batch in batches.items()}
+    return scorer.score(clips, own_scores=np.concatenate([batch.probabilities for batch in batches.values()]))
 
 
 # ----------------------------------------------------------------------------- running and reporting
@@ -318,6 +331,8 @@ def to_markdown(report: dict) -> str:
         lines.append(f"| {p['name']} | training set | {p['mmd_avg']:.3f} | {p['mmd_seq']:.3f} | | | | | |")
     lines += ["", f"Seeds {report['seeds']}, up to {report['per_class']} clips per class; "
               f"{report['runtime_s']:.0f} s. `{report['command']}`", ""]
+    if report.get("realism"):
+        lines += ["Realism (actiongen.realism)", "", realism.to_markdown(report["realism"])]
     for row in report["rows"]:
         if row["kind"] == "baseline":
             continue
@@ -346,7 +361,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--per-class", type=int, default=1000, help="generated clips per class; cap on m for the MMD")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--references-only", action="store_true", help="only the real-data and baseline rows")
-    p.add_argument("--device", default="cpu", help="device for generation: cpu, cuda or auto")
+    p.add_argument("--no-realism", action="store_true",
+                   help="skip the realism measurements (two-sample test, motion ratios, latent occupancy)")
+    p.add_argument("--device", default="cpu", help="device for generation and the realism classifier: cpu, cuda "
+                                                   "or auto")
     p.add_argument("--out", default=None, help="write the full results as JSON here")
     p.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -382,6 +400,10 @@ def evaluate(args: argparse.Namespace, command: str) -> dict:
     scorer = Scorer(data.stats, cfg.actions, recognizer, classifier, classifier_stats)
     rows = build_rows(data, scorer, args.per_class, generator, progress)
     summaries = run_rows(rows, args.seeds, args.per_class, progress)
+    realism_summary = None
+    if generator is not None and not args.no_realism:
+        realism_summary = measure_realism(generator, data, args.per_class, args.seeds, str(generator.device),
+                                          progress)
     return {
         "command": command,
         "checkpoint": None if generator is None else str(args.checkpoint or "assets/actiongen.json"),
@@ -390,8 +412,18 @@ def evaluate(args: argparse.Namespace, command: str) -> dict:
         "data": {"root": str(cfg.root), **cfg.provenance()},
         "seeds": list(args.seeds), "per_class": args.per_class,
         "runtime_s": round(time.time() - start, 1),
-        "rows": summaries, "published": list(PUBLISHED),
+        "rows": summaries, "published": list(PUBLISHED), "realism": realism_summary,
     }
+
+
+def measure_realism(generator: Generator, data: PoseData, per_class: int, seeds: list[int], device: str,
+                    progress: bool) -> dict:
+    """actiongen.realism's measurements with their reference rows for every seed, summarised over the seeds."""
+    with realism.torch_threads(1):
+        real = realism.RealSets.load(data, per_class)
+        return realism.summarise_seeds([realism.measure_generator(generator, data, real, per_class, seed, device,
+                                                                  references=True, progress=progress)
+                                        for seed in seeds])
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -410,6 +442,8 @@ def main(argv: list[str] | None = None) -> dict:
             m = row["metrics"]
             print(f"{row['name']:>40} vs {row['reference']:<45} MMD_avg {_cell(m['mmd_avg'])}  "
                   f"MMD_seq {_cell(m['mmd_seq'])}  FID {_cell(m['fid'], 2)}  acc {_cell(m['accuracy_recognizer'])}")
+        if report["realism"]:
+            print("realism: " + realism.one_line(report["realism"]))
         print(f"{report['runtime_s']:.0f} s")
     return report
 

@@ -12,7 +12,9 @@ Class weights may change per time step, so one code path serves plain actions, m
 from __future__ import annotations
 
 import math
+import numbers
 import operator
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +33,11 @@ FPS = 50.0 / 3.0  # 50 Hz mocap, every third frame
 MIN_FRAMES, MAX_FRAMES = 2, 1000
 SEED_LIMIT = 2**32
 MAX_STRIP_STEPS = 64
+# Frames of all clips of one sample_many call: its arrays take about 600 bytes a frame at their peak, so
+# this keeps a call under about 600 MB (e.g. 20,000 clips of 50 frames).
+MAX_BATCH_FRAMES = 1_000_000
+INT_TEXT = re.compile(r"[+-]?[0-9]+")
+MAX_ACTION_NAME = 64  # characters; the names of Human3.6M actions have at most 12
 # Rows per network call in sample_many: keeps the decoder's (rows * T, 1024) activations cache-sized.
 CHUNK_ROWS = 128
 
@@ -82,6 +89,12 @@ class SampleBatch:
 
 # ----------------------------------------------------------------------------- input checks
 
+def shown(value: object, limit: int = 40) -> str:
+    """repr(value) cut to `limit` characters, so that a huge argument is never echoed back in full."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def check_int(value: object, name: str, low: int, high: int) -> int:
     """`value` as an int in [low, high]; bools and non-integers are refused with the valid range."""
     try:
@@ -89,10 +102,26 @@ def check_int(value: object, name: str, low: int, high: int) -> int:
             raise TypeError
         number = operator.index(value)
     except TypeError:
-        raise ValueError(f"{name} must be an integer in [{low}, {high}]; got {value!r}") from None
+        raise ValueError(f"{name} must be an integer in [{low}, {high}]; got {shown(value)}") from None
     if not low <= number <= high:
         raise ValueError(f"{name} must be in [{low}, {high}]; got {number}")
     return number
+
+
+def int_from_text(text: str, name: str, low: int, high: int) -> int:
+    """An int in [low, high] from text of ASCII digits with an optional sign. Stricter than int(), which
+    also reads "5_0" as 50 and accepts non-ASCII digits."""
+    stripped = text.strip() if isinstance(text, str) else text
+    if not isinstance(stripped, str) or not INT_TEXT.fullmatch(stripped) or len(stripped) > 40:
+        raise ValueError(f"{name} must be a whole number in [{low}, {high}]; got {shown(text)}")
+    return check_int(int(stripped), name, low, high)
+
+
+def check_number(value: object, name: str) -> float:
+    """A finite real number (not a bool or a string) as a float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number; got {shown(value)}")
+    return float(value)
 
 
 def check_seed(seed: object, name: str = "seed") -> int:
@@ -105,9 +134,9 @@ def check_frames(frames: object) -> int:
 
 def check_alpha(alpha: object, seed_b: int | None) -> float:
     try:
-        value = float(alpha)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"alpha must be a number in [0, 1]; got {alpha!r}") from None
+        value = check_number(alpha, "alpha")
+    except ValueError:
+        raise ValueError(f"alpha must be a number in [0, 1]; got {shown(alpha)}") from None
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"alpha must be in [0, 1]; got {alpha!r}")
     if seed_b is None and value != 0.0:
@@ -120,10 +149,22 @@ def check_transition(transition: object, frames: int) -> tuple[int, int]:
     try:
         start, end = (operator.index(v) for v in transition)  # type: ignore[union-attr]
     except (TypeError, ValueError):
-        raise ValueError(f"{valid}; got {transition!r}") from None
+        raise ValueError(f"{valid}; got {shown(transition)}") from None
     if not 0 <= start <= end <= frames - 1:
         raise ValueError(f"{valid}; got ({start}, {end})")
     return start, end
+
+
+def check_batch(items: object, name: str, frames: int) -> Sequence:
+    """A list, tuple, range or 1-d array of one item per clip, with at most MAX_BATCH_FRAMES frames in all."""
+    if isinstance(items, (str, bytes)) or not (isinstance(items, Sequence)
+                                               or isinstance(items, np.ndarray) and items.ndim == 1):
+        raise ValueError(f"{name} must be a sequence with one entry per clip, e.g. a list or range(5); "
+                         f"got {type(items).__name__} {shown(items)}")
+    if len(items) * frames > MAX_BATCH_FRAMES:
+        raise ValueError(f"{len(items)} clips of {frames} frames are too many for one call; at most "
+                         f"{MAX_BATCH_FRAMES // frames} clips of {frames} frames ({MAX_BATCH_FRAMES:,} frames in all)")
+    return items
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -194,24 +235,33 @@ class Generator:
         """(num_classes,) float64 weights summing to 1 of an action name or a {name: weight} mix."""
         weights = np.zeros(len(self.actions))
         if isinstance(action, str):
-            weights[action_index(action, self.actions)] = 1.0
+            weights[self.index_of(action)] = 1.0
             return weights
         if not isinstance(action, Mapping):
-            raise ValueError(f"action must be an action name or a mapping of names to weights; got {action!r} "
+            raise ValueError(f"action must be an action name or a mapping of names to weights; got {shown(action)} "
                              f"(valid actions: {', '.join(self.actions)})")
         for name, weight in action.items():
-            index = action_index(name, self.actions)
-            try:
-                weight = float(weight)
-            except (TypeError, ValueError):
-                raise ValueError(f"mix weight of {name!r} must be a number; got {weight!r}") from None
-            if not math.isfinite(weight) or weight < 0:
+            index = self.index_of(name)
+            weight = check_number(weight, f"mix weight of {shown(name)}")
+            if weight < 0:
                 raise ValueError(f"mix weights must be finite and non-negative; got {name}={weight}")
             weights[index] += weight
-        if weights.sum() <= 0:
+        with np.errstate(over="ignore"):  # an overflowing sum is refused just below
+            total = weights.sum()
+        if not math.isfinite(total):
+            raise ValueError(f"mix weights are too large: their sum overflows ({total}); use relative weights such "
+                             "as Walking=0.5, Phoning=0.5")
+        if total <= 0:
             raise ValueError(f"mix weights are all zero; give at least one action a positive weight "
                              f"(valid actions: {', '.join(self.actions)})")
-        return weights / weights.sum()
+        return weights / total
+
+    def index_of(self, name: object) -> int:
+        """The column of an action name (case-insensitive); ValueError naming the valid actions, which never
+        echoes a long name in full."""
+        if isinstance(name, str) and len(name) > MAX_ACTION_NAME:
+            raise ValueError(f"unknown action {shown(name)}; valid actions: {', '.join(self.actions)}")
+        return action_index(name, self.actions)
 
     def label_of(self, weights: np.ndarray) -> str:
         """"Walking" for a plain action, "0.67 Phoning + 0.33 Walking" for a mix (largest first)."""
@@ -314,9 +364,10 @@ class Generator:
         per-operation synchronisation costs much on small operations and collapses on a busy machine.
         `progress` shows a progress bar on stderr."""
         frames = check_frames(frames)
-        seeds = [check_seed(s) for s in seeds]
+        seeds = [check_seed(s) for s in check_batch(seeds, "seeds", frames)]
         if isinstance(actions, (str, Mapping)):
             actions = [actions] * len(seeds)
+        actions = check_batch(actions, "actions", frames)
         if len(actions) != len(seeds):
             raise ValueError(f"got {len(actions)} actions for {len(seeds)} seeds; give one action per seed "
                              "or a single action for all")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .skeleton import ACTIONS, POSE_DIM
@@ -110,12 +111,12 @@ class LatentTransitionGenerator(nn.Module):
         cw = per_step(class_weights, steps + 1)
         hidden, _ = self.lstm(torch.cat([noise, cw[:, 1:]], dim=-1))
         shifts = self.to_shift(hidden).clamp(-1.0, 1.0)
+        if not self.cfg.clamp_latent:  # a free walk is a cumulative sum: one kernel instead of T small ones
+            return torch.cat([z0[:, None], z0[:, None] + shifts.cumsum(dim=1)], dim=1), shifts
         z = z0
         path = [z0]
         for t in range(steps):
-            z = z + shifts[:, t]
-            if self.cfg.clamp_latent:
-                z = z.clamp(-1.0, 1.0)
+            z = (z + shifts[:, t]).clamp(-1.0, 1.0)
             path.append(z)
         return torch.stack(path, dim=1), shifts
 
@@ -167,6 +168,34 @@ class SequenceDiscriminator(nn.Module):
         feats = motion_features(x)
         cw = per_step(class_weights, x.shape[1])[:, :-1]
         return self.body(torch.cat([feats, cw], dim=-1)).squeeze(-1)
+
+
+class MotionConvDiscriminator(nn.Module):
+    """Real/fake logit of a clip from poses, velocities and accelerations, seen by a stack of dilated
+    temporal convolutions (receptive fields of 3 to 31 frames, so both a single step and a whole stride
+    cycle are in view); every scale is pooled over time, and the class enters by projection."""
+
+    def __init__(self, cfg: ModelConfig, channels: int = 128, dilations: tuple[int, ...] = (1, 2, 4, 8)) -> None:
+        super().__init__()
+        self.inp = nn.Conv1d(3 * cfg.pose_dim, channels, kernel_size=3, padding=1)
+        self.layers = nn.ModuleList(nn.Conv1d(channels, channels, kernel_size=3, dilation=d, padding=d)
+                                    for d in dilations)
+        pooled = 2 * channels * (len(dilations) + 1)
+        self.out = nn.Linear(pooled, 1)
+        self.embed = nn.Linear(cfg.num_classes, pooled, bias=False)
+
+    def forward(self, x: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
+        velocity = x[:, 1:] - x[:, :-1]
+        acceleration = velocity[:, 1:] - velocity[:, :-1]
+        feats = torch.cat([x[:, 2:], velocity[:, 1:], acceleration], dim=-1).transpose(1, 2)
+        h = F.leaky_relu(self.inp(feats), 0.2)
+        scales = [h]
+        for layer in self.layers:
+            h = h + F.leaky_relu(layer(h), 0.2)
+            scales.append(h)
+        pooled = torch.cat([torch.cat([s.mean(dim=2), s.amax(dim=2)], dim=1) for s in scales], dim=1)
+        cw = class_weights if class_weights.dim() == 2 else class_weights.mean(dim=1)
+        return self.out(pooled).squeeze(-1) + (self.embed(cw) * pooled).sum(dim=-1) / pooled.shape[-1] ** 0.5
 
 
 class ActionClassifier(nn.Module):

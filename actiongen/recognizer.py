@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 from torch import nn
 
-from .checkpoint import CheckpointError, atomic_write_bytes, bundle_paths, read_bundle_json
+from .checkpoint import (CheckpointError, atomic_write_bytes, bundle_paths, config_from_dict, read_bundle_json,
+                         read_bundle_weights)
 from .data import NormStats
 from .models import motion_features
 from .skeleton import ACTIONS, POSE_DIM
@@ -101,22 +101,22 @@ def save_recognizer(path: Path | str, recognizer: Recognizer) -> tuple[Path, Pat
 
 
 def load_recognizer(path: Path | str | None = None) -> Recognizer:
-    """Load a recogniser (default `assets/recognizer.json`) in eval mode on the CPU."""
-    json_path, weights_path = bundle_paths(path if path is not None else DEFAULT_RECOGNIZER)
+    """Load a recogniser (default `assets/recognizer.json`) in eval mode on the CPU, with the checks of the
+    model bundle: types, sizes and the weights' header before the network is built."""
+    json_path, _ = bundle_paths(path if path is not None else DEFAULT_RECOGNIZER)
     doc = read_bundle_json(json_path, FORMAT, "recogniser not found (train one with python -m train.train_recognizer)")
     try:
-        cfg = RecognizerConfig.from_dict(doc["model"])
+        cfg = config_from_dict(RecognizerConfig, doc["model"])
         stats = NormStats.from_dict(doc["stats"])
-        actions = tuple(doc["actions"])
-        tensors = load_file(json_path.parent / doc.get("weights", weights_path.name))
-    except (KeyError, TypeError, ValueError, OSError, SafetensorError) as err:
-        raise CheckpointError(f"{json_path}: bad recogniser files ({type(err).__name__}: {err})") from err
+        with torch.device("meta"):  # shapes only, nothing allocated
+            expected = ActionRecognizer(cfg).state_dict()
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{json_path.name}: bad recogniser files ({type(err).__name__}: {err})") from err
+    actions = tuple(doc["actions"])
     if len(actions) != cfg.num_classes:
-        raise CheckpointError(f"{json_path}: {len(actions)} action names for {cfg.num_classes} classes")
+        raise CheckpointError(f"{json_path.name}: {len(actions)} action names for {cfg.num_classes} classes")
+    tensors = read_bundle_weights(json_path, doc, expected)
     model = ActionRecognizer(cfg)
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as err:
-        raise CheckpointError(f"{json_path}: weights do not match the recogniser config ({err})") from err
+    model.load_state_dict(tensors)
     meta = {k: v for k, v in doc.items() if k not in {"format", "weights", "model", "actions", "stats"}}
     return Recognizer(model.eval(), stats, actions, meta)

@@ -11,18 +11,22 @@ same one a BVH file of the clip has), and `.bvh` writes the clip for Blender, Ma
 """
 from __future__ import annotations
 
+import contextlib
 import io
+import itertools
 import json
+import subprocess
+import tempfile
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, BinaryIO, Sequence, Union
+from typing import Any, BinaryIO, Iterator, Sequence, Union
 
 import imageio_ffmpeg
 import numpy as np
 from PIL import Image, ImageDraw
 
 from . import bvh
-from .generator import FPS, Sample, SampleBatch
+from .generator import FPS, Sample, SampleBatch, check_int
 from .skeleton import BONES, JOINT_NAMES, NUM_JOINTS
 from .views import drawable
 
@@ -37,6 +41,11 @@ UNITS = "dataset units (depth-normalised camera pixels), hip at the origin, y po
 UNITS_3D = ("millimetres, world frame, hip at the origin, z up; root_position (T, 3) puts the hip above the "
             "floor")
 EXPORT_SUFFIXES = (".gif", ".mp4", ".png", ".npz", ".json", ".bvh")
+MIN_SIZE, MAX_SIZE = 16, 2048  # pixels per clip panel
+# Pixels of one export, all frames and panels together: a GIF holds them all at once (1-2 bytes a pixel),
+# a filmstrip too (4), so no size, length and strip width together can ask for much more than 1 GB.
+MAX_RENDER_PIXELS = 250_000_000
+FILMSTRIP_FRAMES = 8
 
 Clips = Union[Sample, Sequence[Sample], np.ndarray]
 
@@ -114,14 +123,40 @@ def render_frame(poses: np.ndarray, size: int = 256, progress: float | None = No
     return image.reduce(SUPERSAMPLE)
 
 
-def render_frames(clips: Clips, size: int = 256) -> list[Image.Image]:
-    """One RGB image per time step; several clips are drawn side by side. The progress bar shows where a
-    looping animation starts and keeps consecutive frames distinct (GIF writers merge identical ones)."""
-    if size < 16:
-        raise ValueError(f"size must be at least 16 pixels; got {size}")
+def check_render_size(size: object, panels: int) -> int:
+    """`size` (pixels per panel side) in [MIN_SIZE, MAX_SIZE], for an export of `panels` square panels
+    (frames x clips) that together must stay within MAX_RENDER_PIXELS."""
+    size = check_int(size, "size", MIN_SIZE, MAX_SIZE)
+    if panels * size * size > MAX_RENDER_PIXELS:
+        largest = int((MAX_RENDER_PIXELS / panels) ** 0.5)
+        hint = f"use a size of at most {largest} px" if largest >= MIN_SIZE else "use fewer frames or clips"
+        raise ValueError(f"{panels} panels of {size} x {size} px are more than {MAX_RENDER_PIXELS:,} pixels; {hint}")
+    return size
+
+
+def check_export_size(path: Path | str, clips: int, frames: int, size: int) -> None:
+    """The writers' size check for `clips` clips of `frames` frames exported to `path`, to be made before
+    the clips are generated (which can take much longer than refusing)."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".gif", ".mp4"):
+        check_render_size(-(-size // 16) * 16 if suffix == ".mp4" else size, clips * frames)
+    elif suffix == ".png":
+        check_render_size(size, clips * min(frames, FILMSTRIP_FRAMES))
+
+
+def iter_frames(clips: Clips, size: int = 256) -> Iterator[Image.Image]:
+    """One RGB image per time step, drawn when asked for; several clips are drawn side by side. The progress
+    bar shows where a looping animation starts and keeps consecutive frames distinct (GIF writers merge
+    identical ones)."""
     joints = as_joints(clips)
     count = joints.shape[1]
-    return [render_frame(joints[:, t], size, progress=(t + 1) / count) for t in range(count)]
+    size = check_render_size(size, count * joints.shape[0])
+    return (render_frame(joints[:, t], size, progress=(t + 1) / count) for t in range(count))
+
+
+def render_frames(clips: Clips, size: int = 256) -> list[Image.Image]:
+    """All frames of `iter_frames` as a list."""
+    return list(iter_frames(clips, size))
 
 
 def _palette_image() -> Image.Image:
@@ -150,7 +185,7 @@ def frame_durations_ms(count: int, fps: float) -> list[int]:
 
 
 def write_gif(clips: Clips, target: Path | BinaryIO, fps: float | None = None, size: int = 256) -> None:
-    frames = [f.quantize(palette=PALETTE, dither=Image.Dither.NONE) for f in render_frames(clips, size)]
+    frames = [f.quantize(palette=PALETTE, dither=Image.Dither.NONE) for f in iter_frames(clips, size)]
     durations = frame_durations_ms(len(frames), clip_fps(clips, fps))
     # optimize=False: the palette is already minimal, and Pillow's per-frame palette pass costs ~2 ms a frame.
     frames[0].save(target, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0,
@@ -178,27 +213,46 @@ def save_gif(clips: Clips, path: Path | str, fps: float | None = None, size: int
 
 
 def save_mp4(clips: Clips, path: Path | str, fps: float | None = None, size: int = 256) -> Path:
-    """H.264 MP4 (yuv420p, plays everywhere); the panel size is rounded up to a multiple of 16."""
+    """H.264 MP4 (yuv420p, plays everywhere); the panel size is rounded up to a multiple of 16. Frames are
+    streamed to ffmpeg as they are drawn. OSError with ffmpeg's last message line if it fails."""
     path = _output_path(path)
-    size = -(-size // 16) * 16
-    frames = render_frames(clips, size)
+    frames = iter_frames(clips, -(-check_int(size, "size", MIN_SIZE, MAX_SIZE) // 16) * 16)
+    first = next(frames)
     rate = Fraction(clip_fps(clips, fps)).limit_denominator(1000)
-    writer = imageio_ffmpeg.write_frames(str(path), frames[0].size, fps=rate, codec="libx264",
-                                         ffmpeg_log_level="error")
-    writer.send(None)  # starts ffmpeg
-    try:
-        for frame in frames:
-            writer.send(frame.tobytes())
-    finally:
-        writer.close()
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-f", "rawvideo", "-vcodec", "rawvideo",
+               "-s", f"{first.width}x{first.height}", "-pix_fmt", "rgb24", "-r", f"{rate.numerator}/{rate.denominator}",
+               "-i", "-", "-an", "-vcodec", "libx264", "-pix_fmt", "yuv420p", "-crf", "25", "-v", "error", str(path)]
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            for frame in itertools.chain([first], frames):
+                process.stdin.write(frame.tobytes())
+        except BrokenPipeError:
+            pass  # ffmpeg has stopped; its exit status and log say why
+        except BaseException:
+            process.kill()  # interrupted: do not leave ffmpeg waiting for input
+            raise
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                process.stdin.close()
+            process.wait()
+        if process.returncode != 0:
+            log.seek(0)
+            lines = [line.strip() for line in log.read().decode(errors="replace").splitlines() if line.strip()]
+            # One line, naming the file but neither the server's directories nor the ffmpeg command.
+            reason = (lines[-1] if lines else f"exit status {process.returncode}").replace(str(path), path.name)
+            if path.is_file():
+                path.unlink()  # a half-written video would look like a result
+            raise OSError(f"{path.name}: ffmpeg could not write the MP4 ({reason})")
     return path
 
 
-def save_filmstrip_png(clips: Clips, path: Path | str, frames: int = 8, size: int = 256) -> Path:
+def save_filmstrip_png(clips: Clips, path: Path | str, frames: int = FILMSTRIP_FRAMES, size: int = 256) -> Path:
     """`frames` evenly spaced time steps left to right; several clips give one row each."""
     joints = as_joints(clips)
     if not 1 <= frames <= joints.shape[1]:
         raise ValueError(f"a filmstrip of this clip can show 1 to {joints.shape[1]} frames; got {frames}")
+    size = check_render_size(size, frames * len(joints))
     steps = np.linspace(0, joints.shape[1] - 1, frames).round().astype(int)
     sheet = Image.new("RGB", (frames * size, len(joints) * size), BACKGROUND)
     for row, clip in enumerate(joints):

@@ -105,7 +105,41 @@ def test_help_lists_commands_and_actions(capsys):
     (["sample", "--action", "Flying", "--out", "x.gif"], "valid actions: Directions"),
     (["sample", "--action", "Walking", "--frames", "0", "--out", "x.gif"], "frames must be in [2, 1000]"),
     (["sample", "--action", "Walking", "--seed", "-3", "--out", "x.gif"], "seed must be in [0, 4294967295]"),
-    (["sample", "--action", "Walking", "--frames", "ten", "--out", "x.gif"], "invalid int value"),
+    (["sample", "--action", "Walking", "--frames", "ten", "--out", "x.gif"],
+     "argument --frames: frames must be a whole number in [2, 1000]; got 'ten'"),
+    (["sample", "--action", "Walking", "--frames", "100000000", "--out", "x.gif"],
+     "argument --frames: frames must be in [2, 1000]; got 100000000"),
+    (["sample", "--action", "Walking", "--frames", "5_0", "--out", "x.gif"], "frames must be a whole number"),
+    (["sample", "--action", "Walking", "--seed", "5_0", "--out", "x.gif"],
+     "argument --seed: seed must be a whole number in [0, 4294967295]; got '5_0'"),
+    (["sample", "--action", "Walking", "--seed", "4294967296", "--out", "x.gif"],
+     "seed must be in [0, 4294967295]; got 4294967296"),
+    (["sample", "--action", "Walking", "--to-seed", "1_0", "--out", "x.gif"], "argument --to-seed: seed must be"),
+    (["sample", "--action", "Walking", "--size", "20000", "--out", "x.gif"],
+     "argument --size: size must be in [16, 2048]; got 20000"),
+    (["sample", "--action", "Walking", "--to-seed", "1", "--alpha", "0_5", "--out", "x.gif"],
+     "argument --alpha: expected a number such as 0.5; got '0_5'"),
+    (["sample", "--action", "Walking", "--to-seed", "1", "--alpha", "nan", "--out", "x.gif"],
+     "expected a number such as 0.5; got 'nan'"),
+    (["mix", "Walking=0_5", "--out", "x.gif"], "NAME=WEIGHT"),
+    (["mix", "Walking=1e308", "Eating=1e308", "--out", "x.gif"], "their sum overflows"),
+    (["transition", "--action", "Walking", "--to-action", "Eating", "--transition", "1_0:20", "--out", "x.gif"],
+     "whole numbers in [0, 999]"),
+    (["interpolate", "--action", "Walking", "--to-seed", "1", "--steps", "100000", "--out", "x.gif"],
+     "argument --steps: steps must be in [2, 64]; got 100000"),
+    (["interpolate", "--action", "Walking", "--to-seed", "1", "--steps", "64", "--frames", "1000", "--out", "x.gif"],
+     "64000 panels of 256 x 256 px are more than 250,000,000 pixels; use a size of at most 62 px"),
+    (["sample-all", "--per-class", "100000000", "--out", "d.npz"],
+     "argument --per-class: per-class must be in [1, 1000000]; got 100000000"),
+    (["sample-all", "--per-class", "5000", "--out", "d.npz"],
+     "--per-class must be in [1, 2000] for 10 actions of 50 frames (1,000,000 frames in all); got 5000"),
+    (["sample-all", "--per-class", "2", "--seed", "4294967295", "--out", "d.npz"],
+     "with --per-class 2, --seed must be in [0, 4294967294]; got 4294967295"),
+    (["sample-all", "--per-class", "2", "--size", "8", "--out", "d"], "size must be in [16, 2048]; got 8"),
+    (["sample-all", "--per-class", "1", "--frames", "1000", "--size", "2048", "--out", "d"],
+     "1000 panels of 2048 x 2048 px are more than 250,000,000 pixels; use a size of at most 500 px"),
+    (["sample", "--action", "Walking", "--frames", "1000", "--size", "2048", "--out", "x.mp4"],
+     "1000 panels of 2048 x 2048 px"),
     (["sample", "--action", "Walking", "--out", "x.avi"], "needs one of the suffixes .gif"),
     (["sample", "--out", "x.gif"], "one of the arguments --action --mix is required"),
     (["sample", "--action", "Walking", "--alpha", "0.5", "--out", "x.gif"], "alpha needs seed_b"),
@@ -117,7 +151,7 @@ def test_help_lists_commands_and_actions(capsys):
     (["transition", "--action", "Walking", "--to-action", "Eating", "--transition", "10:80", "--out", "x.gif"],
      "0 <= start <= end <= 49"),
     (["interpolate", "--action", "Walking", "--to-seed", "1", "--steps", "1", "--out", "x.gif"], "steps must be"),
-    (["sample-all", "--per-class", "0", "--out", "d"], "positive whole number"),
+    (["sample-all", "--per-class", "0", "--out", "d"], "per-class must be in [1, 1000000]; got 0"),
     (["sample-all", "--per-class", "2", "--out", "all.gif"], "must be a .npz file or a directory"),
     (["sample", "--action", "Walking", "--device", "tpu", "--out", "x.gif"], "unknown device"),
     (["fly"], "invalid choice"),
@@ -135,6 +169,25 @@ def test_missing_checkpoint(capsys, tmp_path):
     assert err.count("\n") == 1 and "checkpoint config not found" in err
 
 
+def test_largest_seed_is_accepted(run, tmp_path):
+    status, out, err = run("sample", "--action", "Walking", "--seed", "4294967295", "--frames", "5",
+                           "--out", str(tmp_path / "last.npz"))
+    assert status == 0 and err == "" and "seed 4294967295" in out
+    status, out, err = run("sample-all", "--per-class", "1", "--seed", "4294967295", "--frames", "5",
+                           "--out", str(tmp_path / "all.npz"))
+    assert status == 0 and err == ""
+    with np.load(tmp_path / "all.npz") as z:
+        assert set(z["seeds"].tolist()) == {4294967295}
+
+
+def test_mp4_write_failure_is_one_line(run, tmp_path):
+    (tmp_path / "clip.mp4").mkdir()  # ffmpeg cannot write over a directory
+    status, out, err = run("sample", "--action", "Walking", "--frames", "5", "--out", str(tmp_path / "clip.mp4"))
+    assert status == 1 and out == ""
+    assert err.startswith("actiongen: error: clip.mp4: ffmpeg could not write the MP4 (") and err.count("\n") == 1
+    assert "FFMPEG" not in err and "-vcodec" not in err and str(tmp_path) not in err
+
+
 def test_parse_mix():
     assert parse_mix("Walking=0.5, Phoning=1") == {"Walking": 0.5, "Phoning": 1.0}
 
@@ -148,4 +201,5 @@ def test_python_dash_m_exit_statuses(bundle_path, tmp_path):
                           "--checkpoint", str(bundle_path), "--out", str(tmp_path / "p.gif")],
                          cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stdout == ""
-    assert bad.stderr == "actiongen: error: frames must be in [2, 1000]; got 5000\n"
+    assert bad.stderr == ("actiongen: error: argument --frames: frames must be in [2, 1000]; got 5000 "
+                          "(see `actiongen sample --help`)\n")

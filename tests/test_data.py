@@ -1,4 +1,5 @@
 """The Human3.6M 2D data layer on small synthetic archives written in the real file format."""
+import multiprocessing
 import warnings
 from pathlib import Path
 
@@ -263,16 +264,53 @@ def test_corrupt_cameras_file_is_named(tmp_path):
     load_expecting_error(small_config(root, None), str(root / "cameras.h5"), "cannot read camera")
 
 
-@pytest.mark.parametrize("action, dataset, shape, expected", [
-    ("Walking", "3D_positions", (90, 200), ("(90, 200)", "expected (96, N)")),  # wrong array shape
-    ("Sitting", "positions", (96, 200), ("'3D_positions'", "positions")),  # missing dataset name
+@pytest.mark.parametrize("key, replace, expected", [
+    ("f", lambda g: g.create_dataset("f", shape=(2, 10**9), dtype="f8"), "subject1/camera2/f is not 2 numbers"),
+    ("R", lambda g: g.create_dataset("R", data=np.zeros((4, 4))), "subject1/camera2/R is not 9 numbers"),
+    ("k", lambda g: g.create_dataset("k", data=np.full(3, np.nan)), "subject1/camera2/k holds NaN"),
+    ("Name", lambda g: g.create_dataset("Name", data=np.full(8, 1e12)), "Name is not 8 ASCII character codes"),
+    ("T", lambda g: g.create_group("T"), "subject1/camera2/T is not 3 numbers"),
 ])
-def test_malformed_sequence_file_is_named(tmp_path, action, dataset, shape, expected):
+def test_malformed_camera_parameters_are_named(tmp_path, key, replace, expected):
+    root = small_archive(tmp_path / "h36m")
+    with h5py.File(root / "cameras.h5", "r+") as f:
+        del f["subject1/camera2"][key]  # camera2 is 55011271, the one that is read
+        replace(f["subject1/camera2"])
+    assert (root / "cameras.h5").stat().st_size < 10**6
+    load_expecting_error(small_config(root, None), str(root / "cameras.h5"), expected)
+
+
+@pytest.mark.parametrize("action, dataset, values, expected", [
+    ("Walking", "3D_positions", np.zeros((90, 200)), ("(90, 200)", "expected (96, N)")),  # wrong array shape
+    ("Walking", "3D_positions", np.zeros((96, 0)), ("(96, 0)", "1 <= N <= 360000")),
+    ("Walking", "3D_positions", np.zeros((96, 20, 2)), ("(96, 20, 2)", "expected (96, N)")),
+    ("Walking", "3D_positions", np.full((96, 200), np.nan), ("NaN or infinite",)),
+    ("Walking", "3D_positions", np.array([["x"] * 200] * 96, dtype="S1"), ("|S1", "expected numbers")),
+    ("Sitting", "positions", np.zeros((96, 200)), ("'3D_positions'", "positions")),  # missing dataset name
+])
+def test_malformed_sequence_file_is_named(tmp_path, action, dataset, values, expected):
     root = small_archive(tmp_path / "h36m")
     path = sequence_path(root, 1, action)
     with h5py.File(path, "w") as f:
-        f[dataset] = np.zeros(shape)
+        f[dataset] = values
     load_expecting_error(small_config(root, None), str(path), *expected)
+
+
+def test_sequence_declaring_a_huge_array_is_refused_before_reading(tmp_path):
+    root = small_archive(tmp_path / "h36m")
+    path = sequence_path(root, 1, "Walking")
+    with h5py.File(path, "w") as f:  # declared, never written: a tiny file claiming 715 GiB
+        f.create_dataset("3D_positions", shape=(96, 10**9), dtype="f8")
+    assert path.stat().st_size < 10**5
+    load_expecting_error(small_config(root, None), str(path), "(96, 1000000000)", "1 <= N <= 360000")
+
+
+def test_group_in_place_of_the_dataset_is_named(tmp_path):
+    root = small_archive(tmp_path / "h36m")
+    path = sequence_path(root, 1, "Walking")
+    with h5py.File(path, "w") as f:
+        f.create_group("3D_positions")
+    load_expecting_error(small_config(root, None), str(path), "no dataset '3D_positions'")
 
 
 def test_camera_missing_from_cameras_file_is_named(tmp_path):
@@ -356,6 +394,82 @@ def test_cache_is_rebuilt_when_the_cameras_change(tmp_path):
     # Twice the focal length: the training poses (subject 1) come out about twice as large.
     ratio = np.abs(find(after, 1, "Walking").joints).mean() / np.abs(find(before, 1, "Walking").joints).mean()
     assert ratio == pytest.approx(2.0, rel=0.05)
+
+
+def damage_truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def damage_rewrite(**arrays):
+    def damage(path: Path) -> None:
+        with np.load(path) as z:
+            kept = {k: z[k] for k in z.files}
+        kept.update(arrays)
+        np.savez(path, **{k: v for k, v in kept.items() if v is not None})
+    return damage
+
+
+@pytest.mark.parametrize("damage", [
+    damage_truncate,
+    lambda path: path.write_bytes(b""),
+    lambda path: path.write_bytes(b"not a zip archive\n" * 100),
+    lambda path: np.save(path.open("wb"), np.zeros(3)),  # a plain .npy under the .npz name
+    damage_rewrite(hips=None),  # a key missing
+    damage_rewrite(lengths=np.array([200, 200, 200])),  # one sequence fewer than the archive holds
+    damage_rewrite(lengths=np.array([200, 200, 200, 100, 100, 200, 200, 200])),  # lengths not summing up
+    damage_rewrite(lengths=np.array([400, 0, 200, 200, 200, 200, 200, 200])),  # an empty sequence
+    damage_rewrite(joints=np.zeros((1600, 17, 2), np.float32)),
+    damage_rewrite(lengths=np.array(["200"] * 8)),
+], ids=["truncated", "empty", "foreign", "npy", "missing-key", "fewer-sequences", "wrong-total", "empty-sequence",
+        "wrong-shape", "string-lengths"])
+def test_damaged_cache_is_reported_and_rebuilt(tmp_path, monkeypatch, damage):
+    root = small_archive(tmp_path / "h36m")
+    cache = tmp_path / "cache"
+    fresh = load_pose_data(small_config(root, cache))
+    (cache_file,) = cache.glob("*.npz")
+    damage(cache_file)
+    with pytest.warns(UserWarning, match=f"cache {cache_file.name} is damaged .*; rebuilding it"):
+        rebuilt = load_pose_data(small_config(root, cache))
+    assert_same_data(fresh, rebuilt)
+    monkeypatch.setattr(data_module, "read_sequence", refuse_to_read)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert_same_data(fresh, load_pose_data(small_config(root, cache)))  # the rebuilt cache is used again
+
+
+def test_unwritable_cache_is_reported_and_loading_goes_on(tmp_path):
+    root = small_archive(tmp_path / "h36m")
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    with pytest.warns(UserWarning, match="cannot write the Human3.6M cache .*going on without it"):
+        data = load_pose_data(small_config(root, blocker / "cache"))
+    assert len(data.sequences) == 8
+
+
+def build_cache_when_all_are_ready(root: Path, cache: Path, barrier) -> list[int]:
+    """Loads the archive in a child process; every process projects, then all write the cache at once."""
+    project = data_module._project_files
+
+    def project_then_wait(*args):
+        result = project(*args)
+        barrier.wait()
+        return result
+
+    data_module._project_files = project_then_wait
+    return [len(s.joints) for s in load_pose_data(small_config(root, cache)).sequences]
+
+
+def test_processes_building_the_cache_at_once_all_succeed(tmp_path):
+    root = small_archive(tmp_path / "h36m")
+    cache = tmp_path / "cache"
+    processes = 4
+    context = multiprocessing.get_context("fork")
+    barrier = context.Manager().Barrier(processes)
+    with context.Pool(processes) as pool:
+        lengths = pool.starmap(build_cache_when_all_are_ready, [(root, cache, barrier)] * processes)
+    assert lengths == [[200] * 8] * processes
+    assert len(list(cache.glob("*.npz"))) == 1 and list(cache.glob(".*")) == []  # no temporary file left
+    assert_same_data(load_pose_data(small_config(root, cache)), load_pose_data(small_config(root, None)))
 
 
 # ----------------------------------------------------------------------------- clips

@@ -1,5 +1,6 @@
 """The generator API on a randomly initialised bundle: shapes and units, determinism (across calls,
 threads and processes), mixing, transitions, latent interpolation and input checking."""
+import re
 import subprocess
 import sys
 import threading
@@ -11,7 +12,7 @@ import torch
 
 from actiongen.checkpoint import DEFAULT_BUNDLE, CheckpointError, save_bundle
 from actiongen.data import joints_to_vectors, vectors_to_joints
-from actiongen.generator import CHUNK_ROWS, FPS, Generator, resolve_device, slerp
+from actiongen.generator import CHUNK_ROWS, FPS, MAX_BATCH_FRAMES, Generator, int_from_text, resolve_device, slerp
 from actiongen.models import ModelConfig
 from actiongen.skeleton import ACTIONS, HIP, JOINT_NAMES
 from synthetic_h36m import random_bundle, write_random_bundle
@@ -55,7 +56,7 @@ def test_default_path_is_the_shipped_bundle():
     if DEFAULT_BUNDLE.is_file():
         assert Generator.load(device="cpu").bundle.meta  # a trained bundle records its provenance
     else:
-        with pytest.raises(CheckpointError, match=str(DEFAULT_BUNDLE)):
+        with pytest.raises(CheckpointError, match=DEFAULT_BUNDLE.name):
             Generator.load()
 
 
@@ -277,6 +278,13 @@ def test_non_finite_weights_raise_instead_of_returning_nan(synthetic_data, tmp_p
     (dict(action={"Walking": 0, "Eating": 0}, seed=0), "all zero"),
     (dict(action={}, seed=0), "all zero"),
     (dict(action={"Walking": float("nan")}, seed=0), "finite"),
+    (dict(action={"Walking": float("inf")}, seed=0), "must be a finite number; got inf"),
+    (dict(action={"Walking": 1e308, "Eating": 1e308}, seed=0), r"mix weights are too large: their sum overflows"),
+    (dict(action={"Walking": "0.5"}, seed=0), "mix weight of 'Walking' must be a finite number; got '0.5'"),
+    (dict(action={"Walking": True}, seed=0), "mix weight of 'Walking' must be a finite number; got True"),
+    (dict(action="Walking", seed=0, to_action={"Eating": 1e308, "Phoning": 1e308}), "sum overflows"),
+    (dict(action="Walking", seed=0, seed_b=1, alpha="0.5"), r"alpha must be a number in \[0, 1\]; got '0.5'"),
+    (dict(action="Walking", seed=0, seed_b=1, alpha=float("nan")), r"alpha must be a number in \[0, 1\]; got nan"),
     (dict(action={"Waking": 1}, seed=0), "valid actions"),
     (dict(action="Walking", seed=0, seed_b=1, alpha=1.5), r"alpha must be in \[0, 1\]"),
     (dict(action="Walking", seed=0, seed_b=1, alpha=-0.1), r"alpha must be in \[0, 1\]"),
@@ -292,3 +300,56 @@ def test_bad_input_raises_a_clear_value_error(gen, kwargs, message):
     with pytest.raises(ValueError, match=message):
         gen.sample(**kwargs)
 
+
+
+def test_a_huge_bad_argument_is_not_echoed_in_full(gen):
+    for kwargs in (dict(action="Walking", seed="7" * 10**6), dict(action=["Walking"] * 10**5, seed=0),
+                   dict(action={"Walking": "1" * 10**6}, seed=0), dict(action="W" * 10**6, seed=0),
+                   dict(action={"W" * 10**6: 1.0}, seed=0), dict(action="Walking", seed=0, to_action="W" * 10**6)):
+        with pytest.raises(ValueError) as err:
+            gen.sample(**kwargs)
+        assert len(str(err.value)) < 300 and "characters)" in str(err.value)
+
+
+def test_mix_of_huge_but_finite_weights_keeps_their_ratio(gen):
+    assert gen.class_weights_of({"Walking": 1e308, "Eating": 0.5e308})[ACTIONS.index("Walking")] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("actions, seeds, message", [
+    ("Walking", 5, "seeds must be a sequence with one entry per clip, e.g. a list or range(5); got int 5"),
+    ("Walking", "123", "seeds must be a sequence with one entry per clip"),
+    ("Walking", np.arange(6).reshape(2, 3), "seeds must be a sequence with one entry per clip"),
+    ("Walking", {1, 2}, "seeds must be a sequence with one entry per clip"),
+    (5, [1, 2], "actions must be a sequence with one entry per clip"),
+    ("Walking", [1, "2"], "seed must be an integer"),
+    ("Walking", [], "at least one seed"),
+])
+def test_sample_many_names_the_expected_arguments(gen, actions, seeds, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        gen.sample_many(actions, seeds)
+
+
+def test_sample_many_refuses_batches_that_would_not_fit_in_memory(gen):
+    with pytest.raises(ValueError, match=f"at most {MAX_BATCH_FRAMES // 50} clips of 50 frames"):
+        gen.sample_many("Walking", range(10**9))  # refused by its size, before a seed is looked at
+    with pytest.raises(ValueError, match=f"at most {MAX_BATCH_FRAMES // 1000} clips of 1000 frames"):
+        gen.sample_many("Walking", np.arange(MAX_BATCH_FRAMES // 1000 + 1), frames=1000)
+    assert len(gen.sample_many("Walking", np.arange(3), frames=2, classify=False)) == 3
+
+
+@pytest.mark.parametrize("text, expected", [("50", 50), (" +7 ", 7), ("4294967295", 4294967295), ("-0", 0)])
+def test_int_from_text_reads_plain_whole_numbers(text, expected):
+    assert int_from_text(text, "seed", 0, 2**32 - 1) == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("5_0", "seed must be a whole number in [0, 4294967295]; got '5_0'"),
+    ("٥", "got '٥'"),  # an Arabic-Indic five, which int() accepts
+    ("5.0", "got '5.0'"), ("1e3", "got '1e3'"), ("", "got ''"), ("0x10", "got '0x10'"), (None, "got None"),
+    ("4294967296", "seed must be in [0, 4294967295]; got 4294967296"),
+    ("-1", "seed must be in [0, 4294967295]; got -1"),
+    ("9" * 5000, "characters)"),
+])
+def test_int_from_text_refuses_anything_else(text, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        int_from_text(text, "seed", 0, 2**32 - 1)

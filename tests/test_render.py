@@ -151,3 +151,51 @@ def test_export_rejects_unknown_formats_and_bad_shapes(clip, tmp_path):
     with pytest.raises(ValueError, match=r"shape \(T, 16, 2\)"):
         render.gif_bytes(np.zeros((5, 15, 2)))
     assert not any(Path(tmp_path).iterdir())
+
+
+@pytest.mark.parametrize("size, message", [(15, "size must be in [16, 2048]; got 15"),
+                                           (20000, "size must be in [16, 2048]; got 20000"),
+                                           (256.0, "size must be an integer in [16, 2048]; got 256.0")])
+def test_panel_size_outside_the_valid_range_is_refused(clip, tmp_path, size, message):
+    for write in (render.gif_bytes, lambda c, size: render.save_mp4(c, tmp_path / "x.mp4", size=size),
+                  lambda c, size: render.save_filmstrip_png(c, tmp_path / "x.png", size=size)):
+        with pytest.raises(ValueError) as err:
+            write(clip, size=size)
+        assert message in str(err.value)
+
+
+def test_exports_too_large_for_memory_are_refused_before_drawing(tmp_path, monkeypatch):
+    monkeypatch.setattr(render, "render_frame", lambda *args, **kwargs: pytest.fail("drew a frame"))
+    strip = np.zeros((64, 1000, 16, 2), np.float32)  # 64 clips of 1000 frames side by side
+    with pytest.raises(ValueError, match=r"64000 panels of 256 x 256 px are more than 250,000,000 pixels; "
+                                         r"use a size of at most 62 px"):
+        render.gif_bytes(strip)
+    with pytest.raises(ValueError, match="use fewer frames or clips"):
+        still = np.broadcast_to(np.zeros((1, 1, 16, 2), np.float32), (64, 20000, 16, 2))  # no memory
+        render.save_mp4(still, tmp_path / "x.mp4", size=16)
+    with pytest.raises(ValueError, match="512 panels of 2048 x 2048 px"):
+        render.save_filmstrip_png(strip, tmp_path / "x.png", frames=8, size=2048)
+    assert not any(tmp_path.iterdir())
+
+
+def test_mp4_write_failure_is_one_line_without_the_ffmpeg_command(clip, tmp_path):
+    target = tmp_path / "walk.mp4"
+    target.mkdir()  # ffmpeg cannot open a directory for writing
+    with pytest.raises(OSError) as err:
+        render.save_mp4(clip, target, size=64)
+    message = str(err.value)
+    assert message.startswith("walk.mp4: ffmpeg could not write the MP4 (") and "Is a directory" in message
+    assert "\n" not in message and "-vcodec" not in message and str(tmp_path) not in message
+
+
+def test_failed_mp4_encoding_leaves_no_half_written_file(clip, tmp_path, monkeypatch):
+    fake_ffmpeg = tmp_path / "ffmpeg"
+    fake_ffmpeg.write_text('#!/bin/sh\ncat > /dev/null\nfor out; do :; done\necho partial > "$out"\n'
+                           'echo "Conversion failed while writing $out" >&2\nexit 1\n')
+    fake_ffmpeg.chmod(0o755)
+    monkeypatch.setattr(render.imageio_ffmpeg, "get_ffmpeg_exe", lambda: str(fake_ffmpeg))
+    target = tmp_path / "videos" / "walk.mp4"
+    with pytest.raises(OSError) as err:
+        render.save_mp4(clip, target, size=32)
+    assert str(err.value) == "walk.mp4: ffmpeg could not write the MP4 (Conversion failed while writing walk.mp4)"
+    assert not target.exists()

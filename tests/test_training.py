@@ -183,12 +183,53 @@ def test_generator_loss_terms_follow_the_seed_and_the_per_clip_option():
     frames = torch.zeros(2, 3, 1)
     frames[:, 1] = 1.0  # each clip: squared differences 1 + 1
     shifts = torch.full((2, 2, 1), 0.5)  # each clip: 2 * 0.25
-    logits = torch.zeros(2)
-    seed_terms = stage2_sequence.generator_loss(logits, frames, shifts, torch.tensor(1.0), torch.tensor(2.0))
+    gan = torch.tensor(math.log(2))  # the BCE of a discriminator that can't tell
+    seed_terms = stage2_sequence.generator_loss(gan, frames, shifts, torch.tensor(1.0), torch.tensor(2.0))
     assert seed_terms["smooth"].item() == pytest.approx(2.0)
     assert seed_terms["shift"].item() == pytest.approx(1.0)  # summed over the batch as well
     assert seed_terms["total"].item() == pytest.approx(math.log(2) + 1e-4 * 2 + 0.1 * 1.0 + 0.01 * 3)
-    per_clip = stage2_sequence.generator_loss(logits, frames, shifts, torch.tensor(1.0), torch.tensor(2.0),
+    per_clip = stage2_sequence.generator_loss(gan, frames, shifts, torch.tensor(1.0), torch.tensor(2.0),
                                               shift_weight=0.2, shift_per_clip=True)
     assert per_clip["shift"].item() == pytest.approx(0.5)
     assert per_clip["total"].item() == pytest.approx(math.log(2) + 1e-4 * 2 + 0.2 * 0.5 + 0.01 * 3)
+
+
+def test_clip_statistics_measure_speed_acceleration_and_spread():
+    t = torch.arange(6, dtype=torch.float32)
+    clip = torch.stack([2.0 * t, t ** 2], dim=-1)[None]  # dim 0: constant speed 2; dim 1: acceleration 2
+    stats = stage2_sequence.clip_statistics(clip)[0]
+    assert stats[0].tolist() == pytest.approx([2.0, 5.0])  # mean |velocity|: 2; (1+3+5+7+9)/5
+    assert stats[1].tolist() == pytest.approx([0.0, 2.0])
+    assert stats[2].tolist() == pytest.approx([clip[0, :, 0].std().item(), clip[0, :, 1].std().item()])
+
+
+def test_motion_loss_is_zero_on_target_and_grows_with_the_speed_ratio():
+    rng = np.random.default_rng(0)
+    frames = torch.from_numpy(rng.normal(size=(80, 10, 3)).astype(np.float32))
+    labels = torch.tensor([0] * 40 + [2] * 40)  # class 1 absent from the batch
+    frames[labels == 2] *= 2
+    targets = stage2_sequence.class_statistics(frames, labels, 3)
+    assert targets[1].abs().sum() == 0 and targets[2, 0].mean() > 1.5 * targets[0, 0].mean()
+    assert stage2_sequence.motion_loss(frames, labels, targets).item() == pytest.approx(0.0, abs=1e-10)
+    slow = stage2_sequence.motion_loss(frames * 0.5, labels, targets).item()
+    slower = stage2_sequence.motion_loss(frames * 0.25, labels, targets).item()
+    assert 0 < slow < slower
+
+
+def test_edge_penalty_ignores_the_inside_of_the_box():
+    inside = torch.full((2, 5, 3), 0.85)
+    assert stage2_sequence.edge_penalty(inside).item() == 0.0
+    assert stage2_sequence.edge_penalty(torch.full((2, 5, 3), 1.0)).item() == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("disc", ["lstm", "conv", "both"])
+def test_stage2_trains_with_each_discriminator_and_the_realism_terms(synthetic_root, stage1_run, tmp_path, disc):
+    out = tmp_path / "stage2"
+    stage2_sequence.main(["--data-root", str(synthetic_root), "--stage1", str(stage1_run), "--out", str(out),
+                          *SMALL, *STAGE2_SIZE, "--steps", "4", "--disc", disc, "--motion-weight", "1",
+                          "--edge-weight", "1", "--ema", "0.9", "--candidate-every", "2"])
+    assert sorted(p.name for p in (out / "candidates").glob("*.json")) == ["step_000002.json", "step_000004.json"]
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {"g_motion", "g_edge", "at_edge"} <= set(logged[-1])
+    bundle = load_bundle(out / "actiongen.json")
+    assert bundle.meta["training"]["stage2"]["disc"] == disc

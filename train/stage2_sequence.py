@@ -6,6 +6,7 @@ against the sequence discriminator on top of the frozen stage-1 pose decoder, th
 from __future__ import annotations
 
 import argparse
+import copy
 import subprocess
 import time
 from dataclasses import replace
@@ -13,12 +14,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from actiongen.checkpoint import Bundle, save_bundle
 from actiongen.data import ClipSampler, load_pose_data, vectors_to_joints
-from actiongen.models import (ActionClassifier, LatentTransitionGenerator, ModelConfig, PoseDecoder,
-                              SequenceDiscriminator)
+from actiongen.models import (ActionClassifier, LatentTransitionGenerator, ModelConfig, MotionConvDiscriminator,
+                              PoseDecoder, SequenceDiscriminator)
 from train.common import (MetricLog, adam_pair, apply_preset, base_parser, check_finite, load_state, resume,
                           save_sample_sheet, save_state, setup, snapshot, stage1_dims)
 
@@ -30,11 +33,14 @@ from train.common import (MetricLog, adam_pair, apply_preset, base_parser, check
 # matches real joint speed and acceleration (see assets/MODEL_CARD.md, "Variants tried").
 PRESETS = {
     "paper": dict(steps=12_500, batch=32, lr=1e-4, lr_decay_every=15_000, head="flatten", clamp_latent=False,
-                  g_steps=2, shift_weight=0.1, shift_per_clip=False),
+                  g_steps=2, shift_weight=0.1, shift_per_clip=False, disc="lstm", motion_weight=0.0, ema=0.0,
+                  edge_weight=0.0),
     "fast": dict(steps=2_000, batch=32, lr=2e-4, lr_decay_every=2_000, head="pool", clamp_latent=True,
-                 g_steps=2, shift_weight=0.8, shift_per_clip=True),
+                 g_steps=2, shift_weight=0.8, shift_per_clip=True, disc="lstm", motion_weight=0.0, ema=0.0,
+                 edge_weight=0.0),
 }
 SMOOTH_WEIGHT, CLASS_WEIGHT = 1e-4, 0.01
+MOTION_TARGET_CLIPS = 8192  # random training clips (~800 per class) behind the motion term's targets
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,18 +56,86 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="average the shift penalty over the batch (the seed sums it)")
     p.add_argument("--lstm-hidden", type=int, default=256, help="LSTM width of every sequence network")
     p.add_argument("--head-hidden", type=int, default=1024, help="hidden width of the bi-LSTM heads")
+    p.add_argument("--disc", choices=sorted(DISCRIMINATORS), help="clip discriminator(s): the seed's bi-LSTM, "
+                   "a multi-scale temporal conv over poses, velocities and accelerations, or both")
+    p.add_argument("--lr-d", type=float, help="discriminator learning rate (default: --lr)")
+    p.add_argument("--motion-weight", type=float,
+                   help="weight of the per-class motion statistics term (log speed, acceleration, spread)")
+    p.add_argument("--edge-weight", type=float, help="weight of the penalty on latents near the box edge")
+    p.add_argument("--ema", type=float, help="decay of the exported moving average of generator weights (0: off)")
+    p.add_argument("--candidate-every", type=int, default=0,
+                   help="also export a bundle every N iterations into <out>/candidates (checkpoint selection)")
     return apply_preset(p.parse_args(argv), PRESETS)
 
 
-def generator_loss(d_fake_logits: torch.Tensor, frames: torch.Tensor, shifts: torch.Tensor,
+def generator_loss(gan: torch.Tensor, frames: torch.Tensor, shifts: torch.Tensor,
                    ce_real: torch.Tensor, ce_fake: torch.Tensor, shift_weight: float = 0.1,
                    shift_per_clip: bool = False) -> dict[str, torch.Tensor]:
-    """The seed's objective: GAN + 1e-4 smoothness + 0.1 shift magnitude + 0.01 (CE real + CE fake)."""
-    gan = F.binary_cross_entropy_with_logits(d_fake_logits, torch.ones_like(d_fake_logits))
+    """The seed's objective: GAN (the critics' BCE on generated clips labelled real) + 1e-4 smoothness
+    + 0.1 shift magnitude + 0.01 (CE real + CE fake)."""
     smooth = (frames[:, 1:] - frames[:, :-1]).pow(2).sum(dim=(1, 2)).mean()
     shift = shifts.pow(2).sum() / (len(shifts) if shift_per_clip else 1)
     total = gan + SMOOTH_WEIGHT * smooth + shift_weight * shift + CLASS_WEIGHT * (ce_real + ce_fake)
     return {"total": total, "gan": gan, "smooth": smooth, "shift": shift}
+
+
+def clip_statistics(x: torch.Tensor) -> torch.Tensor:
+    """Per clip and pose dimension: mean |velocity|, mean |acceleration| and the spread over time,
+    (B, T, D) -> (B, 3, D). These are what a viewer (and a two-sample test) sees first in motion."""
+    velocity = x[:, 1:] - x[:, :-1]
+    acceleration = velocity[:, 1:] - velocity[:, :-1]
+    return torch.stack([velocity.abs().mean(dim=1), acceleration.abs().mean(dim=1), x.std(dim=1)], dim=1)
+
+
+def class_means(values: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class means of (B, ...) values as (C, ...) and the (C,) counts, without a loop over classes
+    (no host sync on a GPU); classes absent from the batch get zeros."""
+    onehot = F.one_hot(labels, num_classes).to(values.dtype)
+    counts = onehot.sum(dim=0)
+    sums = onehot.T @ values.flatten(1)
+    return (sums / counts.clamp(min=1)[:, None]).view(num_classes, *values.shape[1:]), counts
+
+
+def class_statistics(clips: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Mean clip statistics of real clips per class: (C, 3, D), the motion term's targets."""
+    return class_means(clip_statistics(clips), labels, num_classes)[0]
+
+
+def motion_loss(frames: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Squared log ratio of the generated clips' mean statistics to the real ones, per class present in
+    the batch: a direct signal for limb speed and jitter that a GAN loss gives only slowly."""
+    means, counts = class_means(clip_statistics(frames), labels, targets.shape[0])
+    error = (torch.log(means + 1e-3) - torch.log(targets + 1e-3)).pow(2).flatten(1).mean(dim=1)
+    present = (counts > 0).to(error.dtype)
+    return (error * present).sum() / present.sum()
+
+
+def edge_penalty(latents: torch.Tensor, margin: float = 0.9) -> torch.Tensor:
+    """Mean squared excess of |z| over `margin`: keeps the path inside the box the decoder was trained on
+    rather than on its faces, where a clamped path otherwise spends a fifth of its time."""
+    return F.relu(latents.abs() - margin).pow(2).mean()
+
+
+class ClipCritics(nn.Module):
+    """The clip discriminator(s) of `--disc`; their BCE losses add."""
+
+    def __init__(self, cfg: ModelConfig, kind: str) -> None:
+        super().__init__()
+        self.nets = nn.ModuleList(DISCRIMINATORS[kind](cfg))
+
+    def loss(self, clips: torch.Tensor, cond: torch.Tensor, target: float) -> torch.Tensor:
+        return sum(F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+                   for logits in (net(clips, cond) for net in self.nets))
+
+    def probability(self, clips: torch.Tensor, cond: torch.Tensor) -> float:
+        return float(torch.stack([torch.sigmoid(net(clips, cond)).mean() for net in self.nets]).mean())
+
+
+DISCRIMINATORS = {
+    "lstm": lambda cfg: [SequenceDiscriminator(cfg)],
+    "conv": lambda cfg: [MotionConvDiscriminator(cfg)],
+    "both": lambda cfg: [SequenceDiscriminator(cfg), MotionConvDiscriminator(cfg)],
+}
 
 
 def code_version() -> str:
@@ -88,18 +162,32 @@ def main(argv: list[str] | None = None) -> None:
     decoder.eval().requires_grad_(False)  # frozen, BatchNorm on its running statistics
     transition = LatentTransitionGenerator(cfg, decoder).to(device)
     classifier = ActionClassifier(cfg).to(device)
-    discriminator = SequenceDiscriminator(cfg).to(device)
+    critics = ClipCritics(cfg, args.disc).to(device)
     g_params = [p for n, p in transition.named_parameters() if not n.startswith("decoder.")]
-    optim = adam_pair(g_params + list(classifier.parameters()), discriminator.parameters(), args)
+    optim = adam_pair(g_params + list(classifier.parameters()), critics.parameters(), args)
     opt_g, opt_d, sched_g, sched_d = optim.values()
-    stateful = {"transition": transition, "classifier": classifier, "discriminator": discriminator, **optim}
+    # The exported generator: a moving average of the trained one (GAN weights oscillate around a good
+    # solution; their average samples it more steadily), or the trained one itself.
+    ema = (AveragedModel(transition, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True)
+           if args.ema else None)
+    stateful = {"transition": transition, "classifier": classifier, "discriminator": critics, **optim,
+                **({"ema": ema} if ema else {})}
     log = MetricLog(args.out)
     start, elapsed = resume(args.out, stateful, sampler.rng, log) if args.resume else (0, 0.0)
+    targets = (class_statistics(*sampler.clips(MOTION_TARGET_CLIPS), cfg.num_classes).to(device)
+               if args.motion_weight else None)
 
-    def generate(cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def generate(cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         z0, noise = transition.sample_inputs(cond.shape[0], data_cfg.clip_frames, device=device)
-        frames, _, shifts = transition(z0, noise, cond)
-        return frames, shifts
+        return transition(z0, noise, cond)
+
+    def export(target: str, steps: int, minutes: float) -> None:
+        exported = ema.module if ema else transition
+        bundle = Bundle(cfg, data.stats, data_cfg.actions, copy.deepcopy(exported).cpu(),
+                        copy.deepcopy(classifier).cpu(), bundle_meta(args, data, data_cfg, stage1, device, steps,
+                                                                     minutes))
+        json_path, weights_path = save_bundle(target, bundle)
+        print(f"bundle written: {json_path} + {weights_path.name}")
 
     t0 = time.time()
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="stage 2", dynamic_ncols=True)
@@ -109,17 +197,14 @@ def main(argv: list[str] | None = None) -> None:
         cond = F.one_hot(labels, cfg.num_classes).float()
 
         with torch.no_grad():
-            fake, _ = generate(cond)
-        d_real = discriminator(real, cond)
-        d_fake = discriminator(fake, cond)
-        loss_d = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
-                  + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+            fake = generate(cond)[0]
+        loss_d = critics.loss(real, cond, 1.0) + critics.loss(fake, cond, 0.0)
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
 
         for g_step in range(args.g_steps):
-            fake, shifts = generate(cond)
+            fake, latents, shifts = generate(cond)
             if g_step == 0:  # the real clips don't change between generator steps: classify them once
                 logits_real = classifier(real)
                 ce_real = F.cross_entropy(logits_real, labels)
@@ -127,28 +212,40 @@ def main(argv: list[str] | None = None) -> None:
                 ce_real = ce_real.detach()
             logits_fake = classifier(fake)
             ce_fake = F.cross_entropy(logits_fake, labels)
-            losses = generator_loss(discriminator(fake, cond), fake, shifts, ce_real, ce_fake,
+            losses = generator_loss(critics.loss(fake, cond, 1.0), fake, shifts, ce_real, ce_fake,
                                     args.shift_weight, args.shift_per_clip)
+            if targets is not None:
+                losses["motion"] = motion_loss(fake, labels, targets)
+                losses["total"] = losses["total"] + args.motion_weight * losses["motion"]
+            if args.edge_weight:
+                losses["edge"] = edge_penalty(latents)
+                losses["total"] = losses["total"] + args.edge_weight * losses["edge"]
             opt_g.zero_grad(set_to_none=True)
             losses["total"].backward()
             opt_g.step()
+            if ema:
+                ema.update_parameters(transition)
         sched_g.step()
         sched_d.step()
 
         done = step + 1
         if done % args.log_every == 0 or done == args.steps:
+            with torch.no_grad():
+                at_edge = (latents.abs() > 0.99).float().mean().item()
+                p_real, p_fake = critics.probability(real, cond), critics.probability(fake, cond)
             values = {"loss_d": loss_d.item(), **{f"g_{k}": v.item() for k, v in losses.items()},
                       "ce_real": ce_real.item(), "ce_fake": ce_fake.item(),
                       "acc_real": (logits_real.argmax(1) == labels).float().mean().item(),
                       "acc_fake": (logits_fake.argmax(1) == labels).float().mean().item(),
-                      "d_real": torch.sigmoid(d_real).mean().item(), "d_fake": torch.sigmoid(d_fake).mean().item(),
-                      "lr": sched_g.get_last_lr()[0]}
+                      "d_real": p_real, "d_fake": p_fake, "at_edge": at_edge, "lr": sched_g.get_last_lr()[0]}
             check_finite(done, values)
             log.append(done, values)
             bar.set_postfix(d=f"{values['loss_d']:.3f}", g=f"{values['g_gan']:.3f}", acc=f"{values['acc_fake']:.2f}")
         if done % args.checkpoint_every == 0 or done == args.steps:
             save_state(args.out, snapshot(2, done, elapsed + time.time() - t0, args, stateful, sampler.rng,
                                           model=cfg.to_dict()))
+        if args.candidate_every and done % args.candidate_every == 0:
+            export(f"{args.out}/candidates/step_{done:06d}.json", done, (elapsed + time.time() - t0) / 60)
         if done % args.sample_every == 0 or done == args.steps:
             log.plot()
             with torch.no_grad():
@@ -159,24 +256,27 @@ def main(argv: list[str] | None = None) -> None:
     bar.close()
     total = elapsed + time.time() - t0
     print(f"stage 2 done: {args.steps} iterations, {total / 60:.1f} min, state in {args.out}/state.pt")
+    for target in filter(None, [f"{args.out}/actiongen.json", args.export]):
+        export(target, args.steps, total / 60)
 
-    meta = {
+
+def bundle_meta(args: argparse.Namespace, data, data_cfg, stage1: dict, device: torch.device, steps: int,
+                minutes: float) -> dict:
+    """Where a bundle comes from: data settings, both stages' recipes and the code version."""
+    return {
         "data": {**data_cfg.provenance(), "mean_hip_depth_mm": data.stats.mean_hip_depth},
         "training": {
             "stage1": {"steps": stage1["step"], "minutes": round(stage1["elapsed"] / 60, 2),
                        "preset": stage1["args"]["preset"], "batch": stage1["args"]["batch"]},
-            "stage2": {"steps": args.steps, "minutes": round(total / 60, 2), "preset": args.preset,
-                       "batch": args.batch, "lr": args.lr, "shift_weight": args.shift_weight,
-                       "shift_per_clip": args.shift_per_clip},
+            "stage2": {"steps": steps, "minutes": round(minutes, 2), "preset": args.preset,
+                       "batch": args.batch, "lr": args.lr, "lr_d": args.lr_d, "shift_weight": args.shift_weight,
+                       "shift_per_clip": args.shift_per_clip, "disc": args.disc,
+                       "motion_weight": args.motion_weight, "edge_weight": args.edge_weight, "ema": args.ema},
             "device": str(device), "seed": args.seed,
         },
         "code_version": code_version(),
         "fps": 50.0 / data_cfg.frame_stride,
     }
-    bundle = Bundle(cfg, data.stats, data_cfg.actions, transition.cpu(), classifier.cpu(), meta)
-    for target in filter(None, [f"{args.out}/actiongen.json", args.export]):
-        json_path, weights_path = save_bundle(target, bundle)
-        print(f"bundle written: {json_path} + {weights_path.name}")
 
 
 if __name__ == "__main__":

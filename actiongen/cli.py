@@ -224,6 +224,7 @@ def run_sample(args: argparse.Namespace) -> None:
     alpha = args.alpha if args.alpha is not None else (0.5 if args.to_seed is not None else 0.0)
     render.check_export_size(args.out, 1, args.frames, args.size)
     gen = load_generator(args)
+    render.check_bvh_export(args.out, 1, gen.dims)
     sample = gen.sample(action, args.seed, args.frames, to_action=args.to_action, transition=args.transition,
                         seed_b=args.to_seed, alpha=alpha)
     path = render.export(sample, args.out, size=args.size)
@@ -232,6 +233,7 @@ def run_sample(args: argparse.Namespace) -> None:
 
 def run_interpolate(args: argparse.Namespace) -> None:
     render.check_export_size(args.out, args.steps, args.frames, args.size)
+    render.check_bvh_export(args.out, args.steps)
     gen = load_generator(args)
     strip = gen.interpolation_strip(args.mix or args.action, args.seed, args.to_seed, steps=args.steps,
                                     frames=args.frames)
@@ -246,6 +248,8 @@ def run_sample_all(args: argparse.Namespace) -> None:
     if not suffix:  # a directory of one file per clip
         render.check_export_size(f"clip.{args.format}", 1, args.frames, args.size)
     gen = load_generator(args)
+    if not suffix:
+        render.check_bvh_export(f"clip.{args.format}", 1, gen.dims)
     most = MAX_BATCH_FRAMES // (len(gen.actions) * args.frames)
     if args.per_class > most:
         raise ValueError(f"--per-class must be in [1, {most}] for {len(gen.actions)} actions of {args.frames} frames "

@@ -375,14 +375,27 @@ def save_json(item: DataItem, path: Path | str) -> Path:
     return path
 
 
+BVH_ONE_CLIP = "a BVH file holds one clip; export strips of several clips as .gif .mp4 .png .npz or .json"
+BVH_NEEDS_3D = ("BVH export needs a 3D clip (a 3D model: --model 3d, Generator.load(model='3d')); this clip is "
+                "2D")
+
+
+def check_bvh_export(path: Path | str, clips: int, dims: int | None = None) -> None:
+    """save_bvh's refusals for `clips` clips of `dims` coordinates (None: not known yet) exported to `path`,
+    to be made before the clips are generated."""
+    if Path(path).suffix.lower() != ".bvh":
+        return
+    if clips != 1:
+        raise ValueError(BVH_ONE_CLIP)
+    if dims is not None and dims != 3:
+        raise ValueError(BVH_NEEDS_3D)
+
+
 def save_bvh(sample: Sample, path: Path | str) -> Path:
     """A BVH file of one 3D clip, on the same fixed-length skeleton as the clip's .npz and .json."""
     if not isinstance(sample, Sample):
-        raise ValueError("a BVH file holds one clip; export strips of several clips as .gif .mp4 .png .npz "
-                         "or .json")
-    if sample.joints.shape[-1] != 3:
-        raise ValueError("BVH export needs a 3D clip (a 3D model: --model 3d, Generator.load(model='3d')); "
-                         "this clip is 2D")
+        raise ValueError(BVH_ONE_CLIP)
+    check_bvh_export(".bvh", 1, sample.joints.shape[-1])
     path = _output_path(path)
     bvh.save_bvh(sample.joints, path, sample.fps)
     return path

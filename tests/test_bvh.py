@@ -171,3 +171,23 @@ def test_cli_model_choice_is_checked(tmp_path, capsys):
         cli_main(["sample", "--model", "3d", "--checkpoint", "x.json", "--action", "Walking", "--out",
                   str(tmp_path / "x.bvh")])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_cli_refuses_bvh_it_cannot_write_before_generating(random_bundle_path, tmp_path, capsys, monkeypatch):
+    from actiongen.generator import Generator
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("clips were generated before the BVH export was refused")
+
+    monkeypatch.setattr(Generator, "sample", no_sampling)
+    monkeypatch.setattr(Generator, "sample_many", no_sampling)
+    monkeypatch.setattr(Generator, "interpolation_strip", no_sampling)
+    base = ["--checkpoint", str(random_bundle_path), "--device", "cpu", "--action", "Walking"]
+    assert cli_main(["sample", *base, "--out", str(tmp_path / "flat.bvh")]) == 2
+    assert "BVH export needs a 3D clip" in capsys.readouterr().err
+    assert cli_main(["interpolate", *base, "--to-seed", "2", "--out", str(tmp_path / "strip.bvh")]) == 2
+    assert "a BVH file holds one clip" in capsys.readouterr().err
+    assert cli_main(["sample-all", "--checkpoint", str(random_bundle_path), "--device", "cpu", "--per-class", "1",
+                     "--format", "bvh", "--out", str(tmp_path / "clips")]) == 2
+    assert "BVH export needs a 3D clip" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = gen.bundle.config
     print(f"torch {torch.__version__} | device {gen.device} | {cpu_name()}, {os.cpu_count()} cores | "
           f"load average {os.getloadavg()[0]:.2f}")
-    print(f"model: {model} (head {cfg.head}, clamp_latent {cfg.clamp_latent})")
+    print(f"model: {model} (head {cfg.head}, latent boundary {cfg.latent_boundary})")
 
     torch.set_num_threads(1)
     print("\none 50-frame clip, warm, 1 thread:")

@@ -15,6 +15,15 @@ from torch import nn
 from .skeleton import ACTIONS, POSE_DIM
 
 
+LATENT_BOUNDARIES = ("clamp", "reflect", "none")
+
+
+def fold_into_box(u: torch.Tensor) -> torch.Tensor:
+    """The walk u reflected at the faces of [-1, 1] (a triangle wave of period 4): the identity inside the
+    box, and what a walk that bounces off each face would reach, for any number of bounces."""
+    return (torch.remainder(u - 1.0, 4.0) - 2.0).abs() - 1.0
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     latent_dim: int = 12
@@ -29,14 +38,21 @@ class ModelConfig:
     # "pool": mean over time plus both final states, any length and 25x fewer head weights.
     head: str = "pool"
     clip_frames: int = 50
-    # Keep z_t inside [-1, 1]^d, the region the decoder was trained on (the seed lets it drift).
-    clamp_latent: bool = True
+    # What z_t does at the faces of [-1, 1]^d, the region the decoder was trained on: "none" drifts out (the
+    # seed), "clamp" sticks to the face (a fifth of all coordinates end up there), "reflect" folds the walk
+    # back in, so its coordinates stay uniform on the box like the decoder's training prior.
+    latent_boundary: str = "clamp"
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
+        d = dict(d)
+        if "clamp_latent" in d:  # bundles written before latent_boundary: true meant clamp, false a free walk
+            d["latent_boundary"] = "clamp" if d.pop("clamp_latent") else "none"
+        if d.get("latent_boundary", "clamp") not in LATENT_BOUNDARIES:
+            raise ValueError(f"unknown latent_boundary {d['latent_boundary']!r}; valid: {', '.join(LATENT_BOUNDARIES)}")
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:
@@ -111,8 +127,11 @@ class LatentTransitionGenerator(nn.Module):
         cw = per_step(class_weights, steps + 1)
         hidden, _ = self.lstm(torch.cat([noise, cw[:, 1:]], dim=-1))
         shifts = self.to_shift(hidden).clamp(-1.0, 1.0)
-        if not self.cfg.clamp_latent:  # a free walk is a cumulative sum: one kernel instead of T small ones
-            return torch.cat([z0[:, None], z0[:, None] + shifts.cumsum(dim=1)], dim=1), shifts
+        if self.cfg.latent_boundary != "clamp":  # a cumulative sum: one kernel instead of T small ones
+            walk = z0[:, None] + shifts.cumsum(dim=1)
+            if self.cfg.latent_boundary == "reflect":
+                walk = fold_into_box(walk)
+            return torch.cat([z0[:, None], walk], dim=1), shifts
         z = z0
         path = [z0]
         for t in range(steps):

@@ -42,9 +42,9 @@ def test_load_is_cached_per_resolved_path_and_device(gen, bundle_path):
 def test_load_reloads_a_rewritten_bundle(synthetic_data, tmp_path):
     path = write_random_bundle(tmp_path / "m.json", synthetic_data.stats)
     first = Generator.load(path, device="cpu")
-    write_random_bundle(path, synthetic_data.stats, ModelConfig(clamp_latent=False))
+    write_random_bundle(path, synthetic_data.stats, ModelConfig(latent_boundary="none"))
     second = Generator.load(path, device="cpu")
-    assert second is not first and second.bundle.config.clamp_latent is False
+    assert second is not first and second.bundle.config.latent_boundary == "none"
 
 
 def test_missing_checkpoint_raises_a_clear_error(tmp_path):

@@ -10,7 +10,7 @@ import torch
 
 from actiongen.checkpoint import load_bundle
 from actiongen.data import vectors_to_joints
-from actiongen.models import LatentTransitionGenerator, ModelConfig, PoseCritic, PoseDecoder
+from actiongen.models import LatentTransitionGenerator, ModelConfig, PoseCritic, PoseDecoder, fold_into_box
 from actiongen.skeleton import BONES
 from train import stage1_pose, stage2_sequence
 from train.common import check_finite, load_state
@@ -127,9 +127,9 @@ def test_gradient_penalty_matches_a_hand_computation():
 
 
 @pytest.mark.parametrize("frames", [2, 50, 500])
-@pytest.mark.parametrize("clamp", [True, False])
-def test_generator_shapes_for_any_length(frames, clamp):
-    cfg = ModelConfig(clamp_latent=clamp)
+@pytest.mark.parametrize("boundary", ["clamp", "reflect", "none"])
+def test_generator_shapes_for_any_length(frames, boundary):
+    cfg = ModelConfig(latent_boundary=boundary)
     gen = LatentTransitionGenerator(cfg, PoseDecoder(cfg)).eval()
     z0, noise = gen.sample_inputs(2, frames)
     with torch.no_grad():
@@ -137,10 +137,10 @@ def test_generator_shapes_for_any_length(frames, clamp):
     assert out.shape == (2, frames, 30) and latents.shape == (2, frames, 12) and shifts.shape == (2, frames - 1, 12)
     assert torch.equal(latents[:, 0], z0)
     assert shifts.abs().max() <= 1
-    if clamp:
-        assert latents.abs().max() <= 1
-    else:
+    if boundary == "none":
         assert torch.allclose(latents[:, 1:] - latents[:, :-1], shifts, atol=1e-5)
+    else:
+        assert latents.abs().max() <= 1
 
 
 def test_per_step_class_weights_drive_each_frame():
@@ -233,3 +233,18 @@ def test_stage2_trains_with_each_discriminator_and_the_realism_terms(synthetic_r
     assert {"g_motion", "g_edge", "at_edge"} <= set(logged[-1])
     bundle = load_bundle(out / "actiongen.json")
     assert bundle.meta["training"]["stage2"]["disc"] == disc
+
+
+def test_reflecting_walk_bounces_off_the_faces_and_stays_uniform():
+    u = torch.tensor([0.0, 0.5, 1.0, 1.25, 2.0, 3.0, 3.5, -1.25, -3.0, 5.0])
+    expected = torch.tensor([0.0, 0.5, 1.0, 0.75, 0.0, -1.0, -0.5, -0.75, 1.0, 1.0])
+    assert torch.allclose(fold_into_box(u), expected)
+    walk = torch.randn(200_000).mul(3.0)  # a spread-out walk folds to a near-uniform box
+    folded = fold_into_box(walk)
+    assert folded.abs().max() <= 1 and (folded.abs() > 0.99).float().mean() < 0.02
+    assert abs(folded.mean().item()) < 0.01 and folded.std().item() == pytest.approx(1 / 3 ** 0.5, rel=0.02)
+
+
+def test_bundles_from_before_latent_boundary_still_load():
+    assert ModelConfig.from_dict({"clamp_latent": True}).latent_boundary == "clamp"
+    assert ModelConfig.from_dict({"clamp_latent": False}).latent_boundary == "none"

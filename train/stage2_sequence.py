@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from actiongen.checkpoint import Bundle, save_bundle
 from actiongen.data import ClipSampler, load_pose_data, vectors_to_joints
-from actiongen.models import (ActionClassifier, LatentTransitionGenerator, ModelConfig, MotionConvDiscriminator,
+from actiongen.models import (LATENT_BOUNDARIES, ActionClassifier, LatentTransitionGenerator, ModelConfig, MotionConvDiscriminator,
                               PoseDecoder, SequenceDiscriminator)
 from train.common import (MetricLog, adam_pair, apply_preset, base_parser, check_finite, load_state, resume,
                           save_sample_sheet, save_state, setup, snapshot, stage1_dims)
@@ -32,10 +32,10 @@ from train.common import (MetricLog, adam_pair, apply_preset, base_parser, check
 # the real joint speed; 0.1-0.3 per clip made them jitter; 0.8 per clip (the seed's sum over 8 clips)
 # matches real joint speed and acceleration (see assets/MODEL_CARD.md, "Variants tried").
 PRESETS = {
-    "paper": dict(steps=12_500, batch=32, lr=1e-4, lr_decay_every=15_000, head="flatten", clamp_latent=False,
+    "paper": dict(steps=12_500, batch=32, lr=1e-4, lr_decay_every=15_000, head="flatten", latent_boundary="none",
                   g_steps=2, shift_weight=0.1, shift_per_clip=False, disc="lstm", motion_weight=0.0, ema=0.0,
                   edge_weight=0.0),
-    "fast": dict(steps=2_000, batch=32, lr=2e-4, lr_decay_every=2_000, head="pool", clamp_latent=True,
+    "fast": dict(steps=2_000, batch=32, lr=2e-4, lr_decay_every=2_000, head="pool", latent_boundary="clamp",
                  g_steps=2, shift_weight=0.8, shift_per_clip=True, disc="lstm", motion_weight=0.0, ema=0.0,
                  edge_weight=0.0),
 }
@@ -49,7 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--export", help="also write the inference bundle here (e.g. assets/actiongen.json)")
     p.add_argument("--lr-decay-every", type=int, help="halve the learning rate every N iterations")
     p.add_argument("--head", choices=["flatten", "pool"], help="discriminator/classifier head")
-    p.add_argument("--clamp-latent", type=lambda s: s.lower() in ("1", "true", "yes"), help="keep z in [-1,1]")
+    p.add_argument("--latent-boundary", choices=LATENT_BOUNDARIES, help="what the latent walk does at the faces "
+                   "of the decoder's [-1, 1] box: clamp, reflect (fold back in) or none (drift out, the seed)")
     p.add_argument("--g-steps", type=int, help="generator steps per discriminator step")
     p.add_argument("--shift-weight", type=float, help="weight of the squared latent shifts")
     p.add_argument("--shift-per-clip", type=lambda s: s.lower() in ("1", "true", "yes"),
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     device, data_cfg = setup(args)
     data = load_pose_data(data_cfg)
     sampler = ClipSampler(data, "train", seed=args.seed)
-    cfg = replace(ModelConfig.from_dict(stage1["model"]), head=args.head, clamp_latent=args.clamp_latent,
+    cfg = replace(ModelConfig.from_dict(stage1["model"]), head=args.head, latent_boundary=args.latent_boundary,
                   clip_frames=data_cfg.clip_frames, lstm_hidden=args.lstm_hidden, head_hidden=args.head_hidden)
     decoder = PoseDecoder(cfg)
     decoder.load_state_dict(stage1["decoder"])

@@ -413,10 +413,11 @@ def evaluate_bundle(path: str | Path | None, data: PoseData | None = None, per_c
     `threads`: torch CPU threads while it runs (None: leave torch's setting)."""
     start = time.time()
     data = data if data is not None else load_pose_data(DataConfig())
+    generator = Generator.load(path, device=device)
     with torch_threads(threads):
         real = RealSets.load(data, per_class)
-        measured = measure_generator(Generator.load(path, device=device), data, real, per_class, seed, device,
-                                     references, progress)
+        measured = measure_generator(generator, data, real, per_class, seed, str(generator.device), references,
+                                     progress)
     return {**headline(measured), "runtime_s": round(time.time() - start, 1), "details": measured}
 
 
@@ -541,8 +542,8 @@ def main(argv: list[str] | None = None) -> dict:
     generator = Generator.load(args.checkpoint, device=args.device)
     with torch_threads(args.threads):
         real = RealSets.load(data, args.per_class)
-        per_seed = [measure_generator(generator, data, real, args.per_class, seed, args.device, args.references,
-                                      not args.quiet) for seed in args.seeds]
+        per_seed = [measure_generator(generator, data, real, args.per_class, seed, str(generator.device),
+                                      args.references, not args.quiet) for seed in args.seeds]
     summary = summarise_seeds(per_seed)
     report = {"checkpoint": str(args.checkpoint or "assets/actiongen.json"), "seeds": args.seeds,
               "per_class": args.per_class, "subjects": asdict(real.subjects),

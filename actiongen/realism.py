@@ -301,6 +301,7 @@ class RealSets:
     test: dict[str, np.ndarray]
     reference_takes: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None  # the unseen subject's 2 takes
     motion_reference: dict[str, np.ndarray]  # joints of the training clips the motion statistics compare with
+    motion_test_subjects: dict[str, np.ndarray]  # joints of the test subjects' clips (S11), for scale
 
     @classmethod
     def load(cls, data: PoseData, per_class: int) -> "RealSets":
@@ -317,7 +318,9 @@ class RealSets:
         motion_reference = {a: vectors_to_joints(c[np.sort(rng.permutation(len(c))[:per_class])], data.stats)
                             for a, c in train.items()}
         return cls(subjects, evaluate.clips_by_class(data, of(subjects.fit)),
-                   evaluate.clips_by_class(data, of((subjects.test,))), takes, motion_reference)
+                   evaluate.clips_by_class(data, of((subjects.test,))), takes, motion_reference,
+                   {a: vectors_to_joints(c, data.stats)
+                    for a, c in evaluate.clips_by_class(data, data.split("test")).items() if len(c)})
 
 
 def frozen(clips: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -388,6 +391,7 @@ def measure_generator(generator: Generator, data: PoseData, real: RealSets, per_
     generated_stats = motion_statistics(joints)
     return {"c2st": c2st_rows(generated, real, actions, per_class, seed, device, references, progress=progress),
             "motion": {"generated": generated_stats, "real": real_stats,
+                       "real_test_subjects": motion_statistics(real.motion_test_subjects),
                        "ratio": motion_ratios(generated_stats, real_stats)},
             "occupancy": {**latent_occupancy(np.concatenate([b.latents for b in batches.values()])),
                           "per_class_clamp_share": {a: latent_occupancy(b.latents)["clamp_share"]
@@ -438,7 +442,7 @@ def summarise_seeds(per_seed: list[dict]) -> dict:
             for row in first["c2st"]}
     motion = {kind: {a: {k: mean_over_seeds([m["motion"][kind][a][k] for m in per_seed]) for k in stats}
                      for a, stats in first["motion"][kind].items()}
-              for kind in ("generated", "real", "ratio")}
+              for kind in ("generated", "real", "real_test_subjects", "ratio")}
     occupancy = {"clamp_share": mean_over_seeds([m["occupancy"]["clamp_share"] for m in per_seed]),
                  "dim_mean": np.mean([m["occupancy"]["dim_mean"] for m in per_seed], axis=0).tolist(),
                  "dim_std": np.mean([m["occupancy"]["dim_std"] for m in per_seed], axis=0).tolist(),
@@ -449,12 +453,12 @@ def summarise_seeds(per_seed: list[dict]) -> dict:
     return {"c2st": c2st, "motion": motion, "occupancy": occupancy}
 
 
-def _cell(value: dict | None, digits: int = 3, suffix: str = "") -> str:
+def _cell(value: dict | None, digits: int = 3) -> str:
     if value is None:
         return "n/a"
-    if len(value["values"]) < 2:
-        return f"{value['mean']:.{digits}f}{suffix}"
-    return f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}{suffix}"
+    if len(value["values"]) < 2 or value["std"] == 0:  # one seed, or a real set that no seed changes
+        return f"{value['mean']:.{digits}f}"
+    return f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}"
 
 
 RATIO_COLUMNS = (("feet_speed", "feet speed"), ("wrist_speed", "wrist speed"), ("all_speed", "all speed"),
@@ -484,10 +488,11 @@ def to_markdown(summary: dict) -> str:
                      + _cell(ratios.get("step_frequency"), 2) + " |")
     walking = STEP_CLASS
     if walking in motion["generated"]:
-        lines += ["", f"| {walking}, absolute (dataset units per frame; Hz) | generated | real |", "|---|---|---|"]
+        lines += ["", f"| {walking}, absolute (dataset units per frame; Hz) | generated | real training clips "
+                      "| real test subjects' clips |", "|---|---|---|---|"]
         for key, title in (*RATIO_COLUMNS, ("step_frequency", "step frequency (Hz)")):
-            lines.append(f"| {title} | {_cell(motion['generated'][walking].get(key), 2)} | "
-                         f"{_cell(motion['real'][walking].get(key), 2)} |")
+            lines.append(f"| {title} | " + " | ".join(_cell(motion[kind].get(walking, {}).get(key), 2)
+                                                      for kind in ("generated", "real", "real_test_subjects")) + " |")
     occupancy = summary["occupancy"]
     lines += ["", f"Latent occupancy: {_cell(occupancy['clamp_share'], 3)} of coordinates at the clamp "
                   f"(|z| > {CLAMP_LEVEL}; the U[-1, 1] prior: {PRIOR_CLAMP_SHARE:.2f}); per-dimension mean "

@@ -420,7 +420,7 @@ def measure_realism(generator: Generator, data: PoseData, per_class: int, seeds:
                     progress: bool) -> dict:
     """actiongen.realism's measurements with their reference rows for every seed, summarised over the seeds."""
     with realism.torch_threads(1):
-        real = realism.RealSets.load(data, per_class)
+        real = realism.RealSets.load(data)
         return realism.summarise_seeds([realism.measure_generator(generator, data, real, per_class, seed, device,
                                                                   references=True, progress=progress)
                                         for seed in seeds])

@@ -29,7 +29,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import DataConfig, PoseData, default_data_root, joints_to_vectors, load_pose_data, vectors_to_joints
+from .data import (ClipDataset, DataConfig, PoseData, default_data_root, joints_to_vectors, load_pose_data,
+                   vectors_to_joints)
 # The module object, not its names: actiongen.evaluate imports this module in turn.
 from . import evaluate
 from .generator import FPS, Generator
@@ -300,11 +301,11 @@ class RealSets:
     fit: dict[str, np.ndarray]
     test: dict[str, np.ndarray]
     reference_takes: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None  # the unseen subject's 2 takes
-    motion_reference: dict[str, np.ndarray]  # joints of the training clips the motion statistics compare with
+    motion_reference: dict[str, np.ndarray]  # joints of all training clips, what the motion statistics compare with
     motion_test_subjects: dict[str, np.ndarray]  # joints of the test subjects' clips (S11), for scale
 
     @classmethod
-    def load(cls, data: PoseData, per_class: int) -> "RealSets":
+    def load(cls, data: PoseData) -> "RealSets":
         cfg = data.config
         subjects = RealismSubjects.of(cfg.train_subjects)
         of = lambda chosen: [s for s in data.sequences if s.subject in chosen]  # noqa: E731
@@ -312,11 +313,9 @@ class RealSets:
         if subjects.reference is not None:
             first, second = evaluate.take_halves(of((subjects.reference,)))
             takes = (evaluate.clips_by_class(data, first), evaluate.clips_by_class(data, second))
-        # The motion statistics compare with evaluate's training reference set: training clips of all subjects.
-        train = evaluate.clips_by_class(data, of(cfg.train_subjects))
-        rng = np.random.default_rng(0)
-        motion_reference = {a: vectors_to_joints(c[np.sort(rng.permutation(len(c))[:per_class])], data.stats)
-                            for a, c in train.items()}
+        # All training clips: a random 1000 per class moved some ratios by up to 0.06 against another 1000.
+        motion_reference = {a: vectors_to_joints(c, data.stats)
+                            for a, c in ClipDataset(data, "train").per_class().items()}
         return cls(subjects, evaluate.clips_by_class(data, of(subjects.fit)),
                    evaluate.clips_by_class(data, of((subjects.test,))), takes, motion_reference,
                    {a: vectors_to_joints(c, data.stats)
@@ -404,7 +403,8 @@ def headline(measured: dict) -> dict:
     walking = measured["motion"]["ratio"].get(STEP_CLASS, {})
     return {"c2st": model["accuracy"], "c2st_per_class": model["per_class"],
             **{f"walking_{k}_ratio": walking.get(k) for k in WALKING_HEADLINES},
-            "clamp_share": measured["occupancy"]["clamp_share"]}
+            "clamp_share": measured["occupancy"]["clamp_share"],
+            "walking_clamp_share": measured["occupancy"]["per_class_clamp_share"].get(STEP_CLASS)}
 
 
 def evaluate_bundle(path: str | Path | None, data: PoseData | None = None, per_class: int = 1000, seed: int = 0,
@@ -412,14 +412,15 @@ def evaluate_bundle(path: str | Path | None, data: PoseData | None = None, per_c
                     threads: int | None = 1) -> dict:
     """Realism of the bundle at `path` (None: the shipped checkpoint) on `data` (None: the default data).
 
-    Returns the headline numbers (c2st, c2st_per_class, walking_<statistic>_ratio, clamp_share, runtime_s)
+    Returns the headline numbers (c2st, c2st_per_class, walking_<statistic>_ratio for feet_speed,
+    wrist_speed, feet_accel, wrist_accel and step_frequency, clamp_share, walking_clamp_share, runtime_s)
     and the full measurement under "details"; `references` adds the reference rows' C2ST to the details.
     `threads`: torch CPU threads while it runs (None: leave torch's setting)."""
     start = time.time()
     data = data if data is not None else load_pose_data(DataConfig())
     generator = Generator.load(path, device=device)
     with torch_threads(threads):
-        real = RealSets.load(data, per_class)
+        real = RealSets.load(data)
         measured = measure_generator(generator, data, real, per_class, seed, str(generator.device), references,
                                      progress)
     return {**headline(measured), "runtime_s": round(time.time() - start, 1), "details": measured}
@@ -546,7 +547,7 @@ def main(argv: list[str] | None = None) -> dict:
     data = load_pose_data(cfg)
     generator = Generator.load(args.checkpoint, device=args.device)
     with torch_threads(args.threads):
-        real = RealSets.load(data, args.per_class)
+        real = RealSets.load(data)
         per_seed = [measure_generator(generator, data, real, args.per_class, seed, str(generator.device),
                                       args.references, not args.quiet) for seed in args.seeds]
     summary = summarise_seeds(per_seed)

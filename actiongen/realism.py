@@ -29,8 +29,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import (ClipDataset, DataConfig, PoseData, default_data_root, joints_to_vectors, load_pose_data,
-                   vectors_to_joints)
+from .checkpoint import CheckpointError
+from .data import (ClipDataset, DataConfig, H36MDataError, PoseData, default_data_root, joints_to_vectors,
+                   load_pose_data, vectors_to_joints)
 # The module object, not its names: actiongen.evaluate imports this module in turn.
 from . import evaluate
 from .generator import FPS, Generator
@@ -544,8 +545,11 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.time()
     cfg = DataConfig(root=args.data_root, train_subjects=tuple(args.train_subjects),
                      **({"cache_dir": args.cache_dir} if args.cache_dir else {}))
-    data = load_pose_data(cfg)
-    generator = Generator.load(args.checkpoint, device=args.device)
+    try:
+        data = load_pose_data(cfg)
+        generator = Generator.load(args.checkpoint, device=args.device)
+    except (CheckpointError, H36MDataError) as err:
+        raise SystemExit(f"error: {err}") from err
     with torch_threads(args.threads):
         real = RealSets.load(data)
         per_seed = [measure_generator(generator, data, real, args.per_class, seed, str(generator.device),

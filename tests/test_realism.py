@@ -253,3 +253,9 @@ def test_real_halves_score_half_and_the_references_sit_where_expected(real_data)
                              progress=False)
     assert 0.55 <= rows["real S8 as generated"]["accuracy"] <= 0.85
     assert rows["frozen real frames (S8)"]["accuracy"] >= 0.9
+
+
+def test_command_reports_a_missing_checkpoint_clearly(synthetic_config, tmp_path):
+    with pytest.raises(SystemExit, match="checkpoint config not found"):
+        realism.main(["--checkpoint", str(tmp_path / "nope.json"), "--data-root", synthetic_config.root,
+                      "--cache-dir", synthetic_config.cache_dir, "--train-subjects", "1", "5", "--quiet"])

@@ -29,7 +29,7 @@ import warnings
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -38,12 +38,10 @@ from tqdm.auto import tqdm
 from .checkpoint import CheckpointError
 from .data import (ClipDataset, DataConfig, H36MDataError, NormStats, PoseData, Sequence, default_data_root,
                    joints_to_vectors, load_pose_data)
+from .generator import Generator, SampleBatch
 from .metrics import accuracy, class_mmd, diversity, fid, multimodality, paired_subsets
 from . import realism  # a cycle that is safe: realism reaches this module's helpers through the module object
 from .recognizer import DEFAULT_RECOGNIZER, Recognizer, load_recognizer
-
-if TYPE_CHECKING:  # the generator module is imported only when a checkpoint is evaluated
-    from .generator import Generator, SampleBatch
 
 # MMD on Human3.6M as published; their real set was the training set.
 PUBLISHED = (
@@ -386,8 +384,6 @@ def evaluate(args: argparse.Namespace, command: str) -> dict:
     recognizer = None if args.recognizer.lower() == "none" else load_recognizer(args.recognizer)
     generator = classifier = classifier_stats = None
     if not args.references_only:
-        from .generator import Generator
-
         generator = Generator.load(args.checkpoint, device=args.device)
         classifier, classifier_stats = generator.bundle.classifier, generator.stats
         if tuple(generator.actions) != tuple(cfg.actions):
@@ -420,7 +416,7 @@ def measure_realism(generator: Generator, data: PoseData, per_class: int, seeds:
                     progress: bool) -> dict:
     """actiongen.realism's measurements with their reference rows for every seed, summarised over the seeds."""
     with realism.torch_threads(1):
-        real = realism.RealSets.load(data, per_class)
+        real = realism.RealSets.load(data)
         return realism.summarise_seeds([realism.measure_generator(generator, data, real, per_class, seed, device,
                                                                   references=True, progress=progress)
                                         for seed in seeds])

@@ -29,7 +29,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import DataConfig, PoseData, default_data_root, joints_to_vectors, load_pose_data, vectors_to_joints
+from .checkpoint import CheckpointError
+from .data import (ClipDataset, DataConfig, H36MDataError, PoseData, default_data_root, joints_to_vectors,
+                   load_pose_data, vectors_to_joints)
 # The module object, not its names: actiongen.evaluate imports this module in turn.
 from . import evaluate
 from .generator import FPS, Generator
@@ -300,10 +302,11 @@ class RealSets:
     fit: dict[str, np.ndarray]
     test: dict[str, np.ndarray]
     reference_takes: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None  # the unseen subject's 2 takes
-    motion_reference: dict[str, np.ndarray]  # joints of the training clips the motion statistics compare with
+    motion_reference: dict[str, np.ndarray]  # joints of all training clips, what the motion statistics compare with
+    motion_test_subjects: dict[str, np.ndarray]  # joints of the test subjects' clips (S11), for scale
 
     @classmethod
-    def load(cls, data: PoseData, per_class: int) -> "RealSets":
+    def load(cls, data: PoseData) -> "RealSets":
         cfg = data.config
         subjects = RealismSubjects.of(cfg.train_subjects)
         of = lambda chosen: [s for s in data.sequences if s.subject in chosen]  # noqa: E731
@@ -311,13 +314,13 @@ class RealSets:
         if subjects.reference is not None:
             first, second = evaluate.take_halves(of((subjects.reference,)))
             takes = (evaluate.clips_by_class(data, first), evaluate.clips_by_class(data, second))
-        # The motion statistics compare with evaluate's training reference set: training clips of all subjects.
-        train = evaluate.clips_by_class(data, of(cfg.train_subjects))
-        rng = np.random.default_rng(0)
-        motion_reference = {a: vectors_to_joints(c[np.sort(rng.permutation(len(c))[:per_class])], data.stats)
-                            for a, c in train.items()}
+        # All training clips: a random 1000 per class moved some ratios by up to 0.06 against another 1000.
+        motion_reference = {a: vectors_to_joints(c, data.stats)
+                            for a, c in ClipDataset(data, "train").per_class().items()}
         return cls(subjects, evaluate.clips_by_class(data, of(subjects.fit)),
-                   evaluate.clips_by_class(data, of((subjects.test,))), takes, motion_reference)
+                   evaluate.clips_by_class(data, of((subjects.test,))), takes, motion_reference,
+                   {a: vectors_to_joints(c, data.stats)
+                    for a, c in evaluate.clips_by_class(data, data.split("test")).items() if len(c)})
 
 
 def frozen(clips: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -388,6 +391,7 @@ def measure_generator(generator: Generator, data: PoseData, real: RealSets, per_
     generated_stats = motion_statistics(joints)
     return {"c2st": c2st_rows(generated, real, actions, per_class, seed, device, references, progress=progress),
             "motion": {"generated": generated_stats, "real": real_stats,
+                       "real_test_subjects": motion_statistics(real.motion_test_subjects),
                        "ratio": motion_ratios(generated_stats, real_stats)},
             "occupancy": {**latent_occupancy(np.concatenate([b.latents for b in batches.values()])),
                           "per_class_clamp_share": {a: latent_occupancy(b.latents)["clamp_share"]
@@ -400,7 +404,8 @@ def headline(measured: dict) -> dict:
     walking = measured["motion"]["ratio"].get(STEP_CLASS, {})
     return {"c2st": model["accuracy"], "c2st_per_class": model["per_class"],
             **{f"walking_{k}_ratio": walking.get(k) for k in WALKING_HEADLINES},
-            "clamp_share": measured["occupancy"]["clamp_share"]}
+            "clamp_share": measured["occupancy"]["clamp_share"],
+            "walking_clamp_share": measured["occupancy"]["per_class_clamp_share"].get(STEP_CLASS)}
 
 
 def evaluate_bundle(path: str | Path | None, data: PoseData | None = None, per_class: int = 1000, seed: int = 0,
@@ -408,15 +413,17 @@ def evaluate_bundle(path: str | Path | None, data: PoseData | None = None, per_c
                     threads: int | None = 1) -> dict:
     """Realism of the bundle at `path` (None: the shipped checkpoint) on `data` (None: the default data).
 
-    Returns the headline numbers (c2st, c2st_per_class, walking_<statistic>_ratio, clamp_share, runtime_s)
+    Returns the headline numbers (c2st, c2st_per_class, walking_<statistic>_ratio for feet_speed,
+    wrist_speed, feet_accel, wrist_accel and step_frequency, clamp_share, walking_clamp_share, runtime_s)
     and the full measurement under "details"; `references` adds the reference rows' C2ST to the details.
     `threads`: torch CPU threads while it runs (None: leave torch's setting)."""
     start = time.time()
     data = data if data is not None else load_pose_data(DataConfig())
+    generator = Generator.load(path, device=device)
     with torch_threads(threads):
-        real = RealSets.load(data, per_class)
-        measured = measure_generator(Generator.load(path, device=device), data, real, per_class, seed, device,
-                                     references, progress)
+        real = RealSets.load(data)
+        measured = measure_generator(generator, data, real, per_class, seed, str(generator.device), references,
+                                     progress)
     return {**headline(measured), "runtime_s": round(time.time() - start, 1), "details": measured}
 
 
@@ -437,7 +444,7 @@ def summarise_seeds(per_seed: list[dict]) -> dict:
             for row in first["c2st"]}
     motion = {kind: {a: {k: mean_over_seeds([m["motion"][kind][a][k] for m in per_seed]) for k in stats}
                      for a, stats in first["motion"][kind].items()}
-              for kind in ("generated", "real", "ratio")}
+              for kind in ("generated", "real", "real_test_subjects", "ratio")}
     occupancy = {"clamp_share": mean_over_seeds([m["occupancy"]["clamp_share"] for m in per_seed]),
                  "dim_mean": np.mean([m["occupancy"]["dim_mean"] for m in per_seed], axis=0).tolist(),
                  "dim_std": np.mean([m["occupancy"]["dim_std"] for m in per_seed], axis=0).tolist(),
@@ -448,12 +455,12 @@ def summarise_seeds(per_seed: list[dict]) -> dict:
     return {"c2st": c2st, "motion": motion, "occupancy": occupancy}
 
 
-def _cell(value: dict | None, digits: int = 3, suffix: str = "") -> str:
+def _cell(value: dict | None, digits: int = 3) -> str:
     if value is None:
         return "n/a"
-    if len(value["values"]) < 2:
-        return f"{value['mean']:.{digits}f}{suffix}"
-    return f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}{suffix}"
+    if len(value["values"]) < 2 or value["std"] == 0:  # one seed, or a real set that no seed changes
+        return f"{value['mean']:.{digits}f}"
+    return f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}"
 
 
 RATIO_COLUMNS = (("feet_speed", "feet speed"), ("wrist_speed", "wrist speed"), ("all_speed", "all speed"),
@@ -483,10 +490,11 @@ def to_markdown(summary: dict) -> str:
                      + _cell(ratios.get("step_frequency"), 2) + " |")
     walking = STEP_CLASS
     if walking in motion["generated"]:
-        lines += ["", f"| {walking}, absolute (dataset units per frame; Hz) | generated | real |", "|---|---|---|"]
+        lines += ["", f"| {walking}, absolute (dataset units per frame; Hz) | generated | real training clips "
+                      "| real test subjects' clips |", "|---|---|---|---|"]
         for key, title in (*RATIO_COLUMNS, ("step_frequency", "step frequency (Hz)")):
-            lines.append(f"| {title} | {_cell(motion['generated'][walking].get(key), 2)} | "
-                         f"{_cell(motion['real'][walking].get(key), 2)} |")
+            lines.append(f"| {title} | " + " | ".join(_cell(motion[kind].get(walking, {}).get(key), 2)
+                                                      for kind in ("generated", "real", "real_test_subjects")) + " |")
     occupancy = summary["occupancy"]
     lines += ["", f"Latent occupancy: {_cell(occupancy['clamp_share'], 3)} of coordinates at the clamp "
                   f"(|z| > {CLAMP_LEVEL}; the U[-1, 1] prior: {PRIOR_CLAMP_SHARE:.2f}); per-dimension mean "
@@ -537,12 +545,15 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.time()
     cfg = DataConfig(root=args.data_root, train_subjects=tuple(args.train_subjects),
                      **({"cache_dir": args.cache_dir} if args.cache_dir else {}))
-    data = load_pose_data(cfg)
-    generator = Generator.load(args.checkpoint, device=args.device)
+    try:
+        data = load_pose_data(cfg)
+        generator = Generator.load(args.checkpoint, device=args.device)
+    except (CheckpointError, H36MDataError) as err:
+        raise SystemExit(f"error: {err}") from err
     with torch_threads(args.threads):
-        real = RealSets.load(data, args.per_class)
-        per_seed = [measure_generator(generator, data, real, args.per_class, seed, args.device, args.references,
-                                      not args.quiet) for seed in args.seeds]
+        real = RealSets.load(data)
+        per_seed = [measure_generator(generator, data, real, args.per_class, seed, str(generator.device),
+                                      args.references, not args.quiet) for seed in args.seeds]
     summary = summarise_seeds(per_seed)
     report = {"checkpoint": str(args.checkpoint or "assets/actiongen.json"), "seeds": args.seeds,
               "per_class": args.per_class, "subjects": asdict(real.subjects),

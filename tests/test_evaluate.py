@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from actiongen import evaluate
+from actiongen import evaluate, realism
 from actiongen.checkpoint import Bundle, CheckpointError, build_models, save_bundle
 from actiongen.data import ClipDataset, NormStats, joints_to_vectors, vectors_to_joints
 from actiongen.models import ModelConfig
@@ -87,6 +87,35 @@ def test_reference_rows_do_not_depend_on_the_model_rows(report, synthetic_config
         assert row["metrics"]["accuracy_own"] is None  # no checkpoint, no own classifier
 
 
+def test_realism_of_the_model_matches_the_realism_module(report, bundle_path, synthetic_data):
+    measured = report["realism"]
+    assert list(measured["c2st"]) == ["ActionGen"]  # two training subjects: no unseen subject for references
+    c2st = measured["c2st"]["ActionGen"]
+    assert len(c2st["accuracy"]["values"]) == 2 and set(c2st["per_class"]) == set(ACTIONS)
+    assert set(measured["motion"]["ratio"]) == set(ACTIONS)
+    assert 0.0 <= measured["occupancy"]["clamp_share"]["mean"] <= 1.0
+    # The same measurement as the realism command's for the same seed.
+    single = realism.evaluate_bundle(bundle_path, synthetic_data, per_class=6, seed=0, progress=False)
+    assert c2st["accuracy"]["values"][0] == single["c2st"]
+    assert measured["occupancy"]["clamp_share"]["values"][0] == single["clamp_share"]
+
+
+def test_markdown_with_a_checkpoint_has_the_realism_tables(synthetic_config, bundle_path, capsys):
+    report = evaluate.main(cli_args(synthetic_config, "--checkpoint", str(bundle_path), "--recognizer", "none",
+                                    "--seeds", "0", "--per-class", "4", "--markdown"))
+    text = capsys.readouterr().out
+    assert "Realism (actiongen.realism)" in text
+    assert "| ActionGen | " + f"{report['realism']['c2st']['ActionGen']['accuracy']['mean']:.3f} |" in text
+    assert "| Generated / real (training clips) |" in text and "Latent occupancy:" in text
+
+
+def test_no_realism_skips_the_realism_measurements(synthetic_config, bundle_path, capsys):
+    report = evaluate.main(cli_args(synthetic_config, "--checkpoint", str(bundle_path), "--recognizer", "none",
+                                    "--seeds", "0", "--per-class", "3", "--no-realism"))
+    assert report["realism"] is None
+    assert "realism:" not in capsys.readouterr().out
+
+
 def test_markdown_lists_rows_published_numbers_and_per_class_tables(synthetic_config, recognizer_path, capsys):
     report = evaluate.main(cli_args(synthetic_config, "--references-only", "--recognizer", "none",
                                     "--seeds", "3", "--markdown"))
@@ -97,6 +126,7 @@ def test_markdown_lists_rows_published_numbers_and_per_class_tables(synthetic_co
     assert "n/a" in text  # no recogniser: accuracy, FID and diversity are not available
     assert "--seeds 3" in report["command"]
     assert report["rows"][0]["metrics"]["fid"] is None
+    assert report["realism"] is None  # no checkpoint, nothing generated to measure
 
 
 def test_missing_checkpoint_is_a_clear_error(synthetic_config, tmp_path):

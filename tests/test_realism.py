@@ -208,6 +208,8 @@ def test_evaluate_bundle_and_command_on_a_synthetic_archive(synthetic_config, sy
     assert set(result["c2st_per_class"]) == set(synthetic_data.config.actions)
     assert 0.0 <= result["c2st"] <= 1.0
     assert result["walking_feet_speed_ratio"] > 0 and 0.0 <= result["clamp_share"] <= 1.0
+    walking_latents = result["details"]["occupancy"]["per_class_clamp_share"]["Walking"]
+    assert result["walking_clamp_share"] == walking_latents
     assert list(result["details"]["c2st"]) == ["ActionGen"]  # no reference rows unless asked for
     out = tmp_path / "realism.json"
     report = realism.main(["--checkpoint", str(random_bundle_path), "--data-root", synthetic_config.root,
@@ -237,7 +239,7 @@ def real_data():
 @pytest.mark.real_data
 def test_real_halves_score_half_and_the_references_sit_where_expected(real_data):
     actions = real_data.config.actions
-    real = realism.RealSets.load(real_data, per_class=200)
+    real = realism.RealSets.load(real_data)
     rng = np.random.default_rng(0)
 
     def halves(clips: dict[str, np.ndarray]) -> tuple[dict, dict]:
@@ -251,3 +253,9 @@ def test_real_halves_score_half_and_the_references_sit_where_expected(real_data)
                              progress=False)
     assert 0.55 <= rows["real S8 as generated"]["accuracy"] <= 0.85
     assert rows["frozen real frames (S8)"]["accuracy"] >= 0.9
+
+
+def test_command_reports_a_missing_checkpoint_clearly(synthetic_config, tmp_path):
+    with pytest.raises(SystemExit, match="checkpoint config not found"):
+        realism.main(["--checkpoint", str(tmp_path / "nope.json"), "--data-root", synthetic_config.root,
+                      "--cache-dir", synthetic_config.cache_dir, "--train-subjects", "1", "5", "--quiet"])

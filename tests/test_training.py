@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from actiongen.checkpoint import load_bundle
 from actiongen.data import vectors_to_joints
 from actiongen.models import LatentTransitionGenerator, ModelConfig, PoseCritic, PoseDecoder, fold_into_box
 from actiongen.skeleton import BONES
-from train import stage1_pose, stage2_sequence
+from train import select_checkpoint, stage1_pose, stage2_sequence
 from train.common import check_finite, load_state
 
 SUBJECTS = ["--train-subjects", "1", "5", "--test-subjects", "11"]
@@ -248,3 +249,21 @@ def test_reflecting_walk_bounces_off_the_faces_and_stays_uniform():
 def test_bundles_from_before_latent_boundary_still_load():
     assert ModelConfig.from_dict({"clamp_latent": True}).latent_boundary == "clamp"
     assert ModelConfig.from_dict({"clamp_latent": False}).latent_boundary == "none"
+
+
+def test_select_checkpoint_exports_the_candidate_with_the_lowest_c2st(synthetic_root, stage1_run, tmp_path,
+                                                                      monkeypatch):
+    out = tmp_path / "stage2"
+    stage2_sequence.main(["--data-root", str(synthetic_root), "--stage1", str(stage1_run), "--out", str(out),
+                          *SMALL, *STAGE2_SIZE, "--steps", "6", "--candidate-every", "2"])
+    fake_scores = {"step_000002": 0.9, "step_000004": 0.7, "step_000006": 0.8}
+    monkeypatch.setattr(select_checkpoint, "evaluate_bundle",
+                        lambda path, *args, **kwargs: {"c2st": fake_scores[Path(path).stem]})
+    scores = select_checkpoint.main(["--run", str(out), "--export", str(tmp_path / "chosen.json"),
+                                     "--data-root", str(synthetic_root)])
+    assert scores == fake_scores
+    chosen = load_bundle(tmp_path / "chosen.json")
+    assert chosen.meta["training"]["selection"]["chosen"] == "step_000004"
+    assert chosen.meta["training"]["stage2"]["steps"] == 4
+    expected = load_bundle(out / "candidates" / "step_000004.json").transition.state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in chosen.transition.state_dict().items())

@@ -13,6 +13,7 @@ same code as the page's and come back as a readable error.
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import signal
 from pathlib import Path
@@ -113,28 +114,32 @@ def plot_value(figure_json: str | None) -> PlotData | None:
     return None if figure_json is None else PlotData(type="plotly", plot=figure_json)
 
 
-def api_endpoint(*names: str) -> Callable[[Callable], Callable]:
-    """Checks the number of values an API call sends (a readable error instead of a TypeError) and turns
-    ValueErrors (bad values, a missing or broken checkpoint) into gr.Errors without server paths."""
-    def decorate(handler: Callable) -> Callable:
-        @functools.wraps(handler)
-        def wrapped(*values):
-            if len(values) != len(names):
-                raise gr.Error(f"{handler.__name__} takes {len(names)} values ({', '.join(names)}); "
-                               f"got {len(values)}", print_exception=False)
-            try:
-                return handler(*values)
-            except ValueError as err:
-                raise gr.Error(public_message(str(err)), print_exception=False) from None
-        return wrapped
-    return decorate
+def user_errors(handler: Callable) -> Callable:
+    """Bad input (ValueError, including a missing or broken checkpoint) becomes a gr.Error the user can read,
+    without server paths."""
+    @functools.wraps(handler)
+    def wrapped(*values):
+        try:
+            return handler(*values)
+        except ValueError as err:
+            raise gr.Error(public_message(str(err)), print_exception=False) from None
+    return wrapped
 
 
-STATE_NAMES = tuple(PageState.__dataclass_fields__)
+class ActionGenBlocks(gr.Blocks):
+    """gr.Blocks that answers an API call with the wrong number of values with a readable one-line error
+    (gradio's own says nothing to the caller)."""
+
+    def validate_inputs(self, block_fn: Any, inputs: list[Any]) -> None:
+        if block_fn.fn is not None and len(inputs) != len(block_fn.inputs):
+            names = ", ".join(inspect.signature(block_fn.fn).parameters)
+            raise gr.Error(f"{block_fn.name} takes {len(block_fn.inputs)} values ({names}); got {len(inputs)}",
+                           print_exception=False)
+        super().validate_inputs(block_fn, inputs)
 
 
 def build_demo(service: ActionGenService) -> gr.Blocks:
-    @api_endpoint(*STATE_NAMES)
+    @user_errors
     def view(action, seed, frames, mode, action_b, share_b, seed_b, alpha, steps):
         """The main clip of a page state: (skeleton figure JSON, summary, latent path, probabilities, the
         checked state, interpolation strip figure JSON or "" outside "interpolate" mode)."""
@@ -143,13 +148,13 @@ def build_demo(service: ActionGenService) -> gr.Blocks:
         return (result.skeleton, result.summary, plot_value(result.latent_path),
                 plot_value(result.probabilities), state.to_dict(), result.strip or "")
 
-    @api_endpoint("state")
+    @user_errors
     def gallery(state: Any):
         """Figure JSON of nine clips of a state's action (and mix), one per seed of the block of nine seeds
         that holds its seed; layout.meta.seeds lists them."""
         return service.gallery(PageState.from_dict(state))
 
-    @api_endpoint("state")
+    @user_errors
     def export(state: Any):
         """GIF (preview and download), MP4, NPZ and JSON files of a state's main clip."""
         files = service.export(PageState.from_dict(state))
@@ -157,7 +162,7 @@ def build_demo(service: ActionGenService) -> gr.Blocks:
 
     missing = service.status()
     defaults = PageState()
-    with gr.Blocks(title="ActionGen", delete_cache=(3600, 3600)) as demo:
+    with ActionGenBlocks(title="ActionGen", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(DESCRIPTION, elem_id="intro")
         if missing:
             gr.Markdown(f"**\u26a0\ufe0f {missing}**", elem_id="missing-checkpoint")

@@ -243,6 +243,9 @@ def build_demo(service: ActionGenService) -> gr.Blocks:
         show_views(gr.on([seed_b.submit, seed_b.blur], None, seed_b, seed_b,
                          js="(s) => window.actiongenPlayer.shown(s, 'seed_b')").then, public=False)
         show_views(examples.load_input_event.then, public=False)
+        # A slider's number box takes any text: it shows the clamped value that the views use.
+        for slider, field in ((frames, "frames"), (share_b, "share_b"), (alpha, "alpha"), (steps, "steps")):
+            slider.input(None, slider, slider, js=f"(v) => window.actiongenPlayer.shown(v, {field!r})")
     demo.queue(default_concurrency_limit=MODEL_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
     return demo
 

@@ -72,7 +72,7 @@ CSS = """
 #strip .ag-view { height: 220px; }
 #gallery .ag-view { height: min(620px, 90vw); cursor: pointer; }
 .ag-empty .ag-view { display: none; }
-.ag-transport { display: flex; align-items: center; gap: 10px; padding: 4px 0; }
+.ag-transport { display: flex; flex-wrap: wrap; align-items: center; gap: 4px 10px; padding: 4px 8px; }
 .ag-transport input { flex: 1; min-width: 80px; }
 .ag-time { font-variant-numeric: tabular-nums; min-width: 12em; font-size: 0.9em; color: #444; }
 .ag-play { min-width: 6.5em; padding: 4px 10px; border: 1px solid #bbb; border-radius: 6px; background: #f6f6f6; }
@@ -82,15 +82,16 @@ CSS = """
 #downloads.ag-stale { opacity: 0.45; pointer-events: none; }
 #downloads.ag-stale::before { content: "Preparing the files of the new clip\u2026"; font-size: 0.9em; }
 @media (max-width: 720px) {
+  #skeleton .html-container { padding: 0 !important; }
   #intro p { display: none; }
   #intro h1 { font-size: 1.3em; margin: 0; }
   #examples, #licence { order: 4; }
   #layout, #views, #controls { display: contents; }
-  #main-view { order: 1; }
   #controls > * { order: 2; }
   #views > * { order: 3; }
+  #views > #main-view { order: 1; }
   #skeleton .ag-view { height: 52vh; }
-  .ag-time { min-width: 0; }
+  .ag-time { flex-basis: 100%; text-align: center; }
 }
 """
 

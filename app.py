@@ -56,6 +56,8 @@ only: the weights and the clips they generate are for non-commercial research on
 """
 MODE_CHOICES = [("One action", "one"), ("Blend A + B", "blend"), ("Switch A \u2192 B", "transition"),
                 ("Interpolate seed \u2192 seed B", "interpolate")]
+EXAMPLE_LABELS = ["Walking, seed 7", "Phoning switching to Walking", "Eating blended with Smoking",
+                  "Greeting: seed 5 \u2192 seed 9"]
 EXAMPLES = [["Walking", 7, 50, "one", "Phoning", 0.5, 42, 0.5, 5],
             ["Phoning", 3, 120, "transition", "Walking", 0.5, 42, 0.5, 5],
             ["Eating", 11, 80, "blend", "Smoking", 0.4, 42, 0.5, 5],
@@ -214,7 +216,8 @@ def build_demo(service: ActionGenService) -> gr.Blocks:
                 with gr.Accordion("Page state (what /view returns and /gallery and /export take)", open=False):
                     state = gr.JSON(label="State", elem_id="state")
         controls = [action, seed, frames, mode, action_b, share_b, seed_b, alpha, steps]
-        examples = gr.Examples(EXAMPLES, inputs=controls, label="Examples (click one)", elem_id="examples")
+        examples = gr.Examples(EXAMPLES, inputs=controls, label="Examples (click one)", elem_id="examples",
+                               example_labels=EXAMPLE_LABELS)
         gr.Markdown(LICENCE, elem_id="licence")
 
         model_event = dict(preprocess=False, trigger_mode="always_last", show_progress="hidden",

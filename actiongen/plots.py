@@ -81,6 +81,8 @@ def skeleton_figure(joints: np.ndarray, fps: float, title: str = "", captions: l
     x0, x1, y0, y1 = view_bounds(clips)
     if captions:
         y0 -= 0.14 * (y1 - y0)  # room above each clip for its caption
+        widen = max(0.0, 0.6 * (y1 - y0) - (x1 - x0)) / 2  # and beside it, so captions do not run together
+        x0, x1 = x0 - widen, x1 + widen
     width, tall = x1 - x0, y1 - y0
     cells = np.arange(count)
     offsets = np.stack([cells % columns * width, cells // columns * tall], axis=-1)

@@ -24,8 +24,8 @@ from gradio.components.plot import PlotData
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from actiongen.app_logic import (FRAMES_MAX, FRAMES_MIN, SEED_MAX, STRIP_MAX, STRIP_MIN, VIEW_MODES,
-                                 ActionGenService, PageState, public_message)
+from actiongen.app_logic import (FRAMES_MAX, FRAMES_MIN, PLAYER_JS_PATH, SEED_MAX, STRIP_MAX,
+                                 STRIP_MIN, ActionGenService, PageState, public_message)
 from actiongen.skeleton import ACTIONS
 
 try:  # ZeroGPU Spaces: the model call gets a GPU for its duration; elsewhere it runs unchanged.
@@ -40,7 +40,7 @@ MAX_BODY_BYTES = 64 * 1024  # the largest request the page or the API sends is u
 # Gradio keeps every session's last inputs and outputs (up to 1 MB for a 300-frame gallery); the page keeps
 # its state in the browser, so only a few recent sessions need to be remembered.
 SESSION_CAPACITY = 64
-PLAYER_JS = (Path(__file__).resolve().parent / "actiongen" / "app_player.js").read_text()
+PLAYER_JS = PLAYER_JS_PATH.read_text()
 RANDOM_SEED_MAX = 99_999  # random seeds stay short enough to remember and type
 
 DESCRIPTION = """\

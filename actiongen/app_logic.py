@@ -41,6 +41,7 @@ MAX_TEXT = 100  # longer strings are refused before any parsing (no action name 
 # In "transition" mode the class weights move from A to B over this share of the clip.
 TRANSITION_SHARE = 0.25
 DOWNLOAD_SUFFIXES = (".gif", ".mp4", ".npz", ".json")
+PLAYER_JS_PATH = Path(__file__).with_name("app_player.js")  # the page's player, loaded by app.py
 
 
 # ----------------------------------------------------------------------------- input checking

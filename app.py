@@ -233,9 +233,10 @@ def build_demo(service: ActionGenService) -> gr.Blocks:
              .then(gallery, state, gallery_view, **names("gallery"), **model_event)
              .then(export, state, [gif_preview, gif_file, mp4_file, npz_file, json_file], **names("export"),
                    **model_event)
-             .then(None, json_file, None, js="(file) => window.actiongenPlayer.downloadsReady(file)"))
+             .then(None, [json_file, state], None,
+                   js="(file, state) => window.actiongenPlayer.downloadsReady(file, state)"))
 
-        show_views(functools.partial(gr.on, [demo.load, action.input, frames.release, mode.input, action_b.input,
+        show_views(functools.partial(gr.on, [demo.load, action.input, frames.input, mode.input, action_b.input,
                                              share_b.input, alpha.input, steps.input]), public=True)
         # These first put the value that will be used into the seed box: clamped (an empty box keeps the
         # last seed), random, or the seed clicked in the gallery.

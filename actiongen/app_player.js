@@ -216,11 +216,14 @@ if (!window.actiongenPlayer) {
       return this.normalise({[field]: value})[field];
     },
 
-    // Downloads are clickable only while their files are those of the clip on screen.
-    downloadsReady(file) {
+    // Downloads are clickable only while their files are those of the clip on screen (`file`, the JSON
+    // download) and the clip on screen is that of the last committed state (`state`, what /view returned).
+    downloadsReady(file, state) {
       const main = this.views.skeleton;
       const name = file && (file.orig_name || file.path || '');
-      const fresh = main && main.revision && name.split('/').pop().startsWith(main.revision + '.');
+      const same = (a, b) => (typeof a === 'number' ? Math.abs(a - b) < 1e-9 : a === b);
+      const fresh = Boolean(main && main.revision && name.split('/').pop().startsWith(main.revision + '.')
+                            && state && this.committed && FIELDS.every((f) => same(state[f], this.committed[f])));
       document.querySelector('#downloads')?.classList.toggle('ag-stale', !fresh);
     },
   };

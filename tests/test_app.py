@@ -392,9 +392,10 @@ def test_fifty_concurrent_calls_from_several_clients_equal_serial_results(server
 
 
 def start_app_py(env_changes: dict, port: int) -> subprocess.Popen:
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", **env_changes}
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
     env.pop("GRADIO_SERVER_NAME", None)
     env.pop("GRADIO_TEMP_DIR", None)
+    env.update(env_changes)
     return subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
@@ -430,10 +431,8 @@ def test_app_py_starts_without_a_checkpoint_and_removes_its_temp_folder_on_sigte
 
 
 def test_a_failed_start_removes_the_temp_folder(tmp_path):
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        process = start_app_py({"TMPDIR": str(tmp_path)}, taken.getsockname()[1])
-        output = process.communicate(timeout=120)[0]
+    # launch fails: there is no such address to serve on
+    process = start_app_py({"TMPDIR": str(tmp_path), "GRADIO_SERVER_NAME": "192.0.2.255"}, free_port())
+    output = process.communicate(timeout=120)[0]
     assert process.returncode != 0, output
     assert app_temp_folders(tmp_path) == []

@@ -202,6 +202,7 @@ def test_a_change_never_blanks_the_view_and_downloads_are_never_stale(page, tmp_
         const check = () => { if (v.layers.some(l => !l.line.getAttribute('d'))) window.blank += 1;
                                requestAnimationFrame(check); };
         requestAnimationFrame(check); }""")
+    page.wait_for_selector("#downloads:not(.ag-stale)", timeout=60_000)  # the last change's files are there
     page.evaluate("""() => { const downloads = document.querySelector('#downloads');
         window.staleness = [downloads.classList.contains('ag-stale')];
         new MutationObserver(() => window.staleness.push(downloads.classList.contains('ag-stale')))
@@ -270,6 +271,22 @@ def test_controls_are_explained_and_the_random_seed_is_the_main_button(page):
     page.wait_for_function("() => !window.actiongenPlayer.views.skeleton.revision.includes('_seed5_')",
                            timeout=30_000)
     assert page.input_value("#seed input") in page.evaluate(MAIN)["revision"]
+    assert_no_problems(page)
+
+
+def test_frames_second_action_share_and_examples_change_the_clip(page):
+    pick_mode(page, "Switch A \u2192 B")
+    choose(page, "action-b", "Sitting")
+    page.fill("#share-b input[type=number]", "0.3")
+    page.press("#share-b input[type=number]", "Enter")
+    page.fill("#frames input[type=number]", "80")
+    page.press("#frames input[type=number]", "Enter")
+    seed = page.input_value("#seed input")
+    wait_for_main(page, f"actiongen_walking_seed{seed}_80f_transition_sitting_mix0.300")
+    wait_for_view(page, "gallery", "_80f_transition_sitting_mix0.300")
+    page.get_by_text("Eating blended with Smoking").click()
+    wait_for_main(page, "actiongen_eating_seed11_80f_blend_smoking_mix0.400")
+    assert page.input_value("#seed input") == "11"
     assert_no_problems(page)
 
 

@@ -317,6 +317,14 @@ def test_a_broken_checkpoint_is_explained_and_the_page_still_builds(bundle_path,
     app.build_demo(service)
 
 
+def test_every_server_event_shares_one_concurrency_limit(service):
+    demo = app.build_demo(service)
+    model_events = [fn for fn in demo.fns.values() if fn.name in ("view", "gallery", "export")]
+    assert {fn.name for fn in model_events} == {"view", "gallery", "export"}
+    assert {(fn.concurrency_id, fn.concurrency_limit) for fn in model_events} == {("model", "default")}
+    assert demo._queue.default_concurrency_limit == app.MODEL_CONCURRENCY
+
+
 # ----------------------------------------------------------------------------- the server, via gradio_client
 
 def test_api_has_stable_named_endpoints_and_no_internal_ones(client):

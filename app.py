@@ -26,6 +26,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from actiongen.app_logic import (FRAMES_MAX, FRAMES_MIN, PLAYER_JS_PATH, SEED_MAX, STRIP_MAX,
                                  STRIP_MIN, ActionGenService, PageState, public_message)
+from actiongen.plots import SIDE_NAMES
+from actiongen.render import SIDE_COLORS
 from actiongen.skeleton import ACTIONS
 
 try:  # ZeroGPU Spaces: the model call gets a GPU for its duration; elsewhere it runs unchanged.
@@ -108,8 +110,8 @@ MAIN_VIEW_TEMPLATE = """\
 <div class="ag-view"></div>
 <div class="ag-transport"><button class="ag-play" aria-pressed="false">\u275a\u275a Pause</button>
 <input class="ag-seek" type="range" min="0" max="49" value="0" aria-label="frame"><span class="ag-time"></span></div>
-<div class="ag-legend"><span style="--c:#d6332a">right side</span><span style="--c:#1f6fd1">left side</span>
-<span style="--c:#3c3c3c">spine / head</span></div>"""
+<div class="ag-legend">LEGEND</div>""".replace("LEGEND", "".join(
+    f'<span style="--c:{SIDE_COLORS[side]}">{SIDE_NAMES[side]}</span>' for side in ("right", "left", "center")))
 
 
 def plot_value(figure_json: str | None) -> PlotData | None:

@@ -101,12 +101,12 @@ def parse_action(value: Any, name: str = "action") -> str:
         raise ValueError(f"unknown {name} {shown(value)}; valid actions: {', '.join(ACTIONS)}") from None
 
 
-def parse_mode(value: Any, modes: tuple[str, ...] = MODES) -> str:
-    """One of `modes`; a label that starts with it ("transition A -> B") is accepted too."""
+def parse_mode(value: Any) -> str:
+    """One of VIEW_MODES (case-insensitive)."""
     check_length(value, "mode")
-    key = value.strip().lower().split(" ")[0] if isinstance(value, str) else None
-    if key not in modes:
-        raise ValueError(f"mode must be one of {', '.join(modes)}; got {shown(value)}")
+    key = value.strip().lower() if isinstance(value, str) else None
+    if key not in VIEW_MODES:
+        raise ValueError(f"mode must be one of {', '.join(VIEW_MODES)}; got {shown(value)}")
     return key
 
 
@@ -174,7 +174,7 @@ class PageState:
               alpha: Any, steps: Any) -> "PageState":
         """A checked state from untrusted values; ValueError naming the first bad one and what is valid."""
         return cls(parse_action(action), parse_int(seed, "seed", 0, SEED_MAX),
-                   parse_int(frames, "frames", FRAMES_MIN, FRAMES_MAX), parse_mode(mode, VIEW_MODES),
+                   parse_int(frames, "frames", FRAMES_MIN, FRAMES_MAX), parse_mode(mode),
                    parse_action(action_b, "action_b"), parse_number(share_b, "share_b", 0.0, 1.0),
                    parse_int(seed_b, "seed_b", 0, SEED_MAX), parse_number(alpha, "alpha", 0.0, 1.0),
                    parse_int(steps, "steps", STRIP_MIN, STRIP_MAX))

@@ -52,6 +52,7 @@ def browser():
 
 def open_page(browser, url: str, viewport: dict):
     page = browser.new_page(viewport=viewport, accept_downloads=True)
+    page.set_default_timeout(60_000)  # a machine busy with other jobs can be slow to answer
     page.problems = []  # console errors and page errors, checked by every test
     page.on("console", lambda message: page.problems.append(message.text) if message.type == "error" else None)
     page.on("pageerror", lambda error: page.problems.append(str(error)))
@@ -109,7 +110,7 @@ def assert_no_problems(page) -> None:
 
 def test_the_clip_plays_by_itself_and_loops(page):
     before = page.evaluate(MAIN)
-    page.wait_for_function("() => window.actiongenPlayer.views.skeleton.wraps >= 2", timeout=20_000)
+    page.wait_for_function("() => window.actiongenPlayer.views.skeleton.wraps >= 2", timeout=40_000)
     assert page.evaluate(MAIN)["revision"] == before["revision"]
     spine = points(line_paths(page, "skeleton")[2])  # hip, spine, thorax, head
     assert spine[-1][1] < spine[0][1] - 50, "the head is drawn above the hip (people stand upright)"

@@ -1,12 +1,18 @@
 """What the web app does for each request, free of gradio so it can be tested and benchmarked directly.
 
-Checks raw input values (they may come from the API, not the UI widgets), samples through one generator per
-process, caches recent results by their request (bounded LRU), builds the figures and writes export files.
-`app.py` lays out the page and turns the ValueErrors raised here into readable `gr.Error`s.
+The page has one state, `PageState` (action, seed, frames, what to show: one action, a blend or switch to a
+second action, or an interpolation towards a second seed, and the strip size); every control changes it and
+every view and download is drawn from it. This module checks raw input values (they may come from the API,
+not the UI widgets; long values are refused and never echoed whole), samples through one generator per
+process, caches recent results (bounded LRUs: results, galleries and export files), builds the figures and
+writes export files. `app.py` lays out the page and turns the ValueErrors raised here into readable
+`gr.Error`s.
 """
 from __future__ import annotations
 
+import json
 import math
+import re
 import shutil
 import tempfile
 import threading
@@ -28,49 +34,79 @@ FRAMES_MIN, FRAMES_MAX, FRAMES_DEFAULT = 16, 300, 50
 SEED_MAX = 2**32 - 1
 STRIP_MIN, STRIP_MAX, STRIP_DEFAULT = 3, 9, 5
 MODES = ("blend", "transition")
+# What the main view shows: one action, A blended with B, A switching to B, or seed interpolated towards seed B.
+VIEW_MODES = ("one", "blend", "transition", "interpolate")
+GALLERY_SIZE, GALLERY_COLUMNS = 9, 3
+MAX_TEXT = 100  # longer strings are refused before any parsing (no action name or number is this long)
 # In "transition" mode the class weights move from A to B over this share of the clip.
 TRANSITION_SHARE = 0.25
 DOWNLOAD_SUFFIXES = (".gif", ".mp4", ".npz", ".json")
+PLAYER_JS_PATH = Path(__file__).with_name("app_player.js")  # the page's player, loaded by app.py
 
 
 # ----------------------------------------------------------------------------- input checking
 
+def shown(value: Any, limit: int = 40) -> str:
+    """repr of a value for an error message, cut to `limit` characters: a huge value is never echoed whole."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f"{len(value)} characters" if isinstance(value, (str, bytes)) else type(value).__name__
+    return f"{text[:limit]}... ({size})"
+
+
+def check_length(value: Any, name: str) -> None:
+    if isinstance(value, (str, bytes)) and len(value) > MAX_TEXT:
+        raise ValueError(f"{name} is too long ({len(value)} characters; at most {MAX_TEXT})")
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])(/[^\s'\":]+)+/([^\s'\":/]+)")
+
+
+def public_message(text: str) -> str:
+    """An error message for API users: absolute server paths become their file name."""
+    return _ABSOLUTE_PATH.sub(r"\2", text)
+
+
 def parse_number(value: Any, name: str, low: float, high: float, kind: str = "number") -> float:
     """A finite number in [low, high] from an int, float or numeric string; ValueError saying what is valid."""
     valid = f"{name} must be a {kind} from {low} to {high}"
-    if isinstance(value, bool) or value is None:
-        raise ValueError(f"{valid}; got {value!r}")
+    check_length(value, name)
+    if isinstance(value, bool) or value is None or (isinstance(value, str) and "_" in value):
+        raise ValueError(f"{valid}; got {shown(value)}")  # float() would read "5_0" as 50
     try:
         number = float(value)
     except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"{valid}; got {value!r}") from None
+        raise ValueError(f"{valid}; got {shown(value)}") from None
     if not math.isfinite(number) or not low <= number <= high:
-        raise ValueError(f"{valid}; got {value!r}")
+        raise ValueError(f"{valid}; got {shown(value)}")
     return number
 
 
 def parse_int(value: Any, name: str, low: int, high: int) -> int:
     number = parse_number(value, name, low, high, kind="whole number")
     if number != int(number):
-        raise ValueError(f"{name} must be a whole number from {low} to {high}; got {value!r}")
+        raise ValueError(f"{name} must be a whole number from {low} to {high}; got {shown(value)}")
     return int(number)
 
 
 def parse_action(value: Any, name: str = "action") -> str:
     """The canonical spelling of an action name (case-insensitive)."""
+    check_length(value, name)
     if not isinstance(value, str):
-        raise ValueError(f"{name} must be one of {', '.join(ACTIONS)}; got {value!r}")
+        raise ValueError(f"{name} must be one of {', '.join(ACTIONS)}; got {shown(value)}")
     try:
         return ACTIONS[action_index(value)]
     except ValueError:
-        raise ValueError(f"unknown {name} {value!r}; valid actions: {', '.join(ACTIONS)}") from None
+        raise ValueError(f"unknown {name} {shown(value)}; valid actions: {', '.join(ACTIONS)}") from None
 
 
 def parse_mode(value: Any) -> str:
-    """"blend" or "transition"; the UI's label "transition A -> B" is accepted too."""
-    key = str(value).strip().lower().split(" ")[0] if isinstance(value, str) else None
-    if key not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}; got {value!r}")
+    """One of VIEW_MODES (case-insensitive)."""
+    check_length(value, "mode")
+    key = value.strip().lower() if isinstance(value, str) else None
+    if key not in VIEW_MODES:
+        raise ValueError(f"mode must be one of {', '.join(VIEW_MODES)}; got {shown(value)}")
     return key
 
 
@@ -86,35 +122,6 @@ class Request:
     mode: str = "blend"
     seed_b: int | None = None  # interpolation partner
     alpha: float = 0.0
-
-    @classmethod
-    def parse(cls, raw: Mapping[str, Any]) -> "Request":
-        """A checked Request from untrusted values (e.g. the JSON an API user sends to /export)."""
-        if not isinstance(raw, Mapping):
-            raise ValueError(f"a request must be a JSON object with keys {[f.name for f in fields(cls)]}; "
-                             f"got {raw!r}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"unknown request keys {unknown}; valid keys: {sorted(known)}")
-        if "action" not in raw or "seed" not in raw:
-            raise ValueError("a request needs at least 'action' and 'seed'")
-        action_b, seed_b = raw.get("action_b"), raw.get("seed_b")
-        # Without a partner these would change the cache key and file names but not the clip.
-        if action_b is None and raw.get("mix", 0.0) != 0.0:
-            raise ValueError("mix needs action_b, the action to mix with")
-        if seed_b is None and raw.get("alpha", 0.0) != 0.0:
-            raise ValueError("alpha needs seed_b, the seed to interpolate towards")
-        return cls(
-            action=parse_action(raw["action"]),
-            seed=parse_int(raw["seed"], "seed", 0, SEED_MAX),
-            frames=parse_int(raw.get("frames", FRAMES_DEFAULT), "frames", FRAMES_MIN, FRAMES_MAX),
-            action_b=None if action_b is None else parse_action(action_b, "action_b"),
-            mix=parse_number(raw.get("mix", 0.0), "mix", 0.0, 1.0),
-            mode=parse_mode(raw.get("mode", "blend")),
-            seed_b=None if seed_b is None else parse_int(seed_b, "seed_b", 0, SEED_MAX),
-            alpha=parse_number(raw.get("alpha", 0.0), "alpha", 0.0, 1.0),
-        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -139,6 +146,72 @@ class Request:
         if self.seed_b is not None:
             parts += [f"to{self.seed_b}", f"alpha{self.alpha:.3f}"]
         return "actiongen_" + "_".join(parts)
+
+
+@dataclass(frozen=True)
+class PageState:
+    """Everything the page shows, in the order the page's controls send it; every view and download of the
+    page is drawn from one PageState, so no view can disagree with another.
+
+    `mode` says what the main clip is: "one" (the action), "blend" (A and B mixed, B's weight `share_b`),
+    "transition" (A switching to B, the last `share_b` of the clip is B) or "interpolate" (the latent point
+    `alpha` of the way from seed to seed_b, with a strip of `steps` clips). Fields a mode does not use keep
+    their values, so switching modes back and forth keeps what the user set.
+    """
+
+    action: str = "Walking"
+    seed: int = 7
+    frames: int = FRAMES_DEFAULT
+    mode: str = "one"
+    action_b: str = "Phoning"
+    share_b: float = 0.5
+    seed_b: int = 42
+    alpha: float = 0.5
+    steps: int = STRIP_DEFAULT
+
+    @classmethod
+    def parse(cls, action: Any, seed: Any, frames: Any, mode: Any, action_b: Any, share_b: Any, seed_b: Any,
+              alpha: Any, steps: Any) -> "PageState":
+        """A checked state from untrusted values; ValueError naming the first bad one and what is valid."""
+        return cls(parse_action(action), parse_int(seed, "seed", 0, SEED_MAX),
+                   parse_int(frames, "frames", FRAMES_MIN, FRAMES_MAX), parse_mode(mode),
+                   parse_action(action_b, "action_b"), parse_number(share_b, "share_b", 0.0, 1.0),
+                   parse_int(seed_b, "seed_b", 0, SEED_MAX), parse_number(alpha, "alpha", 0.0, 1.0),
+                   parse_int(steps, "steps", STRIP_MIN, STRIP_MAX))
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> "PageState":
+        """A checked state from a JSON object such as /view returns; missing keys take their defaults."""
+        names = [f.name for f in fields(cls)]
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"the state must be a JSON object with keys {names}; got {shown(raw)}")
+        unknown = sorted(str(key)[:MAX_TEXT] for key in set(raw) - set(names))
+        if unknown:
+            raise ValueError(f"unknown state keys {shown(unknown, 80)}; valid keys: {names}")
+        defaults = asdict(cls())
+        return cls.parse(*(raw.get(name, defaults[name]) for name in names))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def request(self, seed: int | None = None) -> Request:
+        """The main clip (or, with `seed`, the same clip for another seed, without interpolation)."""
+        seed = self.seed if seed is None else seed
+        if self.mode in MODES:
+            return Request(self.action, seed, self.frames, self.action_b, self.share_b, self.mode)
+        if self.mode == "interpolate" and seed == self.seed:
+            return Request(self.action, seed, self.frames, seed_b=self.seed_b, alpha=self.alpha)
+        return Request(self.action, seed, self.frames)
+
+    def strip_steps(self) -> int:
+        """Clips in the interpolation strip; 0 when the page shows none."""
+        return self.steps if self.mode == "interpolate" else 0
+
+    def gallery_seeds(self) -> list[int]:
+        """The block of GALLERY_SIZE consecutive seeds that holds this seed (it stays put while the user
+        clicks through it)."""
+        first = min(self.seed - self.seed % GALLERY_SIZE, SEED_MAX + 1 - GALLERY_SIZE)
+        return list(range(first, first + GALLERY_SIZE))
 
 
 # ----------------------------------------------------------------------------- results
@@ -197,20 +270,33 @@ def probabilities_summary(sample: Sample, actions: tuple[str, ...]) -> str:
     return f"classifier: {guesses}"
 
 
-class ActionGenService:
-    """The app's back end: one generator, cached results and export files.
+# Why a blend often looks like a third action to the classifier: it only ever saw single actions.
+BLEND_NOTE = ("The classifier was trained on single actions only, so it often names a third action for a "
+              "blend: a blend is a new motion, not one of the ten.")
 
-    `checkpoint` is a bundle path (None: the shipped assets/actiongen.json). A missing checkpoint does not
-    stop the app from starting: `status()` says what is missing and every request raises CheckpointError
-    with that message, until the file appears. `gpu` wraps the model call (spaces.GPU on ZeroGPU Spaces).
+
+def clip_label(sample: Sample) -> str:
+    """The sample's action label with the page's one arrow style."""
+    return sample.action_label.replace("->", "\u2192")
+
+
+class ActionGenService:
+    """The app's back end: one generator, cached results, galleries and export files.
+
+    `checkpoint` is a bundle path (None: the shipped assets/actiongen.json). A missing or broken checkpoint
+    does not stop the app from starting: `status()` says what is wrong and every request raises
+    CheckpointError with that message, until a good file appears. `gpu` wraps the model call (spaces.GPU on
+    ZeroGPU Spaces). Export files are written under `work_dir` (a fresh `actiongen-app-*` temp folder by
+    default, removed with the service); at most `export_cache_size` exports are kept, the oldest deleted.
     """
 
-    def __init__(self, checkpoint: Path | str | None = None, device: str = "auto", cache_size: int = 128,
+    def __init__(self, checkpoint: Path | str | None = None, device: str = "auto", cache_size: int = 64,
                  export_cache_size: int = 64, work_dir: Path | str | None = None,
                  gpu: Callable[[Callable], Callable] | None = None) -> None:
         self.checkpoint = Path(checkpoint) if checkpoint else DEFAULT_BUNDLE
         self.device = device
         self.results = LRUCache(cache_size)
+        self.galleries = LRUCache(cache_size // 2)
         self.exports = LRUCache(export_cache_size, on_evict=lambda files: shutil.rmtree(
             next(iter(files.values())).parent, ignore_errors=True))
         if work_dir is None:
@@ -226,15 +312,22 @@ class ActionGenService:
 
     @property
     def generator(self) -> Generator:
-        """Loaded on first use and then reused; raises CheckpointError naming the missing file."""
+        """Loaded on first use and then reused; CheckpointError (without server paths) if missing or broken."""
         if self._generator is None:
             with self.load_lock:
                 if self._generator is None:
-                    self._generator = Generator.load(self.checkpoint, device=self.device)
+                    try:
+                        self._generator = Generator.load(self.checkpoint, device=self.device)
+                    except CheckpointError as err:
+                        raise CheckpointError(public_message(str(err))) from None
+                    except (ValueError, TypeError, KeyError, IndexError, OSError, RuntimeError) as err:
+                        # Bundle files the loader does not check yet ("weights": null, ...): same message kind.
+                        raise CheckpointError(f"{self.checkpoint.name}: cannot load the bundle "
+                                              f"({type(err).__name__}: {public_message(str(err))[:200]})") from None
         return self._generator
 
     def status(self) -> str | None:
-        """None when the model is loaded, else a message saying what is missing and how to fix it."""
+        """None when the model is loaded, else a message saying what is wrong and how to fix it."""
         try:
             self.generator
         except CheckpointError as err:
@@ -265,7 +358,7 @@ class ActionGenService:
     def _answer(self, request: Request, strip_steps: int) -> Result:
         sample = self.sample_clip(request)
         actions = self.generator.actions
-        title = f"{sample.action_label}, {request.seeds_text()}"
+        title = f"{clip_label(sample)}, {request.seeds_text()}"
         strip = None
         if strip_steps:
             clips = self.sample_strip(request.action, request.seed, request.seed_b, strip_steps, request.frames)
@@ -273,7 +366,8 @@ class ActionGenService:
                 np.stack([clip.joints for clip in clips]), sample.fps,
                 title=f"{request.action}: seed {request.seed} \u2192 seed {request.seed_b}",
                 captions=[f"\u03b1 = {clip.alpha:.2f}" for clip in clips],
-                revision=f"strip-{request.slug()}-{strip_steps}"))
+                revision=f"strip-{request.slug()}-{strip_steps}", height=260))
+        note = f" {BLEND_NOTE}" if request.action_b is not None and request.mode == "blend" else ""
         return Result(
             request=request,
             sample=sample,
@@ -282,37 +376,44 @@ class ActionGenService:
             probabilities=figure_json(probability_figure(sample.probabilities, actions,
                                                          sample.class_weights.mean(axis=0))),
             summary=f"**{title}** \u2014 {request.frames} frames, {request.frames / sample.fps:.1f} s; "
-                    f"{probabilities_summary(sample, actions)}",
+                    f"{probabilities_summary(sample, actions)}.{note}",
             strip=strip,
         )
 
-    def generate(self, action: Any, seed: Any, frames: Any = FRAMES_DEFAULT) -> Result:
-        return self.answer(Request(parse_action(action), parse_int(seed, "seed", 0, SEED_MAX),
-                                   parse_int(frames, "frames", FRAMES_MIN, FRAMES_MAX)))
+    def view(self, state: PageState) -> Result:
+        """The main clip of a page state, with its interpolation strip in "interpolate" mode."""
+        return self.answer(state.request(), state.strip_steps())
 
-    def interpolate(self, action: Any, seed_a: Any, seed_b: Any, alpha: Any, steps: Any = STRIP_DEFAULT,
-                    frames: Any = FRAMES_DEFAULT) -> Result:
-        request = Request(parse_action(action), parse_int(seed_a, "seed", 0, SEED_MAX),
-                          parse_int(frames, "frames", FRAMES_MIN, FRAMES_MAX),
-                          seed_b=parse_int(seed_b, "seed_b", 0, SEED_MAX),
-                          alpha=parse_number(alpha, "alpha", 0.0, 1.0))
-        return self.answer(request, strip_steps=parse_int(steps, "steps", STRIP_MIN, STRIP_MAX))
+    def gallery(self, state: PageState) -> str:
+        """Figure JSON of GALLERY_SIZE clips of the state's action (and mix) for the block of seeds that holds
+        its seed, each captioned with its seed, the state's seed marked; `layout.meta.seeds` lists the seeds."""
+        seeds = state.gallery_seeds()
+        key = (state.request(seeds[0]), state.seed)
+        return self.galleries.get_or_compute(key, lambda: self._gallery(state, seeds))
 
-    def mix(self, action_a: Any, action_b: Any, mix: Any, mode: Any, seed: Any,
-            frames: Any = FRAMES_DEFAULT) -> Result:
-        request = Request(parse_action(action_a), parse_int(seed, "seed", 0, SEED_MAX),
-                          parse_int(frames, "frames", FRAMES_MIN, FRAMES_MAX),
-                          action_b=parse_action(action_b, "action_b"), mix=parse_number(mix, "mix", 0.0, 1.0),
-                          mode=parse_mode(mode))
-        return self.answer(request)
+    def _gallery(self, state: PageState, seeds: list[int]) -> str:
+        clips = [self.answer(state.request(seed)).sample for seed in seeds]
+        figure = skeleton_figure(np.stack([clip.joints for clip in clips]), clips[0].fps,
+                                 captions=[f"seed {seed}" for seed in seeds], columns=GALLERY_COLUMNS,
+                                 revision=f"gallery-{state.request(seeds[0]).slug()}-{state.seed}",
+                                 selected=seeds.index(state.seed), height=520)
+        figure["layout"]["meta"]["seeds"] = seeds
+        return figure_json(figure)
 
-    def export(self, raw_request: Mapping[str, Any] | Request) -> dict[str, Path]:
-        """GIF, MP4, NPZ and JSON files of a request's clip, keyed by suffix (".gif", ...)."""
-        request = raw_request if isinstance(raw_request, Request) else Request.parse(raw_request)
+    def export(self, state: PageState | Request) -> dict[str, Path]:
+        """GIF, MP4, NPZ and JSON files of the main clip of a state (or of a request), keyed by suffix.
+
+        The JSON file also records the request (action, mode, second action, mix, seeds, alpha), so it says
+        how to make the clip again."""
+        request = state.request() if isinstance(state, PageState) else state
         return self.exports.get_or_compute(request, lambda: self._export(request))
 
     def _export(self, request: Request) -> dict[str, Path]:
         sample = self.answer(request).sample
         # A fresh directory per computation: a concurrent identical request never writes into our files.
         folder = Path(tempfile.mkdtemp(prefix="export-", dir=self.work_dir))
-        return {suffix: render.export(sample, folder / f"{request.slug()}{suffix}") for suffix in DOWNLOAD_SUFFIXES}
+        files = {suffix: render.export(sample, folder / f"{request.slug()}{suffix}") for suffix in DOWNLOAD_SUFFIXES}
+        record = json.loads(files[".json"].read_text())
+        record["request"] = request.to_dict()
+        files[".json"].write_text(json.dumps(record))
+        return files

@@ -1,4 +1,5 @@
-"""Speed benchmark: `python -m actiongen.bench [--checkpoint PATH]`.
+"""Speed benchmark: `python -m actiongen.bench [--checkpoint PATH]`; `--app` runs the web-app benchmark
+(`actiongen.bench_app`: browser latency, load, memory, exports cache) instead.
 
 Times one warm 50-frame `Generator.sample` on one CPU thread, batched `sample_many` throughput on two
 cores (two workers of one thread each, and one worker of two intra-op threads), the GIF export of a 50-frame clip at 256 px, and the BVH export of a 300-frame 3D clip (the shipped 3D model's, else a random-init one's); prints medians with the 10th-90th percentile
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -64,6 +66,11 @@ def cpu_name() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--app" in argv:
+        from . import bench_app  # needs gradio, which the library itself does not
+        argv.remove("--app")
+        return bench_app.main(argv)
     p = argparse.ArgumentParser(prog="python -m actiongen.bench", description=__doc__.split("\n\n")[1])
     p.add_argument("--checkpoint", help="bundle .json (default: the shipped one, else a random-init model)")
     p.add_argument("--repeats", type=int, default=300, help="timed single-sample calls (default 300)")

@@ -10,11 +10,10 @@ import json
 
 import numpy as np
 
-from .render import SIDE_COLORS, VIEW_HALF_EXTENT
+from .render import SIDE_COLORS
 from .skeleton import BONES
 
 SIDE_NAMES: dict[str, str] = {"left": "left side", "right": "right side", "center": "spine / head"}
-PLAY_LABEL, PAUSE_LABEL = "\u25b6 Play", "\u275a\u275a Pause"
 
 
 def side_chains(bones: tuple[tuple[int, int, str], ...] = BONES) -> dict[str, list[int]]:
@@ -53,75 +52,63 @@ def polyline_coords(clips: np.ndarray, chain: list[int]) -> tuple[np.ndarray, np
     return xs, ys
 
 
-def view_bounds(joints: np.ndarray, pad: float = 0.05) -> tuple[float, float, float, float]:
-    """(x_min, x_max, y_min, y_max): the exports' fixed window around the hip, grown only where a pose of
-    this clip reaches outside it. Fixed for the whole clip, so the axes never move while it plays."""
+def view_bounds(joints: np.ndarray, pad: float = 0.06) -> tuple[float, float, float, float]:
+    """(x_min, x_max, y_min, y_max): the smallest window that holds every pose of the clip(s), with a margin
+    of `pad` of the larger side. Fixed for the whole clip, so the axes never move while it plays, and tight,
+    so the skeleton fills the plot instead of the exports' fixed window."""
     flat = joints.reshape(-1, 2)
-    margin = pad * 2 * VIEW_HALF_EXTENT
-    lo = np.minimum(flat.min(axis=0) - margin, -VIEW_HALF_EXTENT)
-    hi = np.maximum(flat.max(axis=0) + margin, VIEW_HALF_EXTENT)
-    return float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1])
-
-
-def animation_controls(frames: int, fps: float) -> tuple[list[dict], list[dict]]:
-    """Plotly updatemenus (play / pause) and a frame slider for `frames` frames named "0".."frames-1"."""
-    still = {"mode": "immediate", "frame": {"duration": 0, "redraw": False}, "transition": {"duration": 0}}
-    play = {"mode": "immediate", "fromcurrent": True, "frame": {"duration": round(1000 / fps), "redraw": False},
-            "transition": {"duration": 0}}
-    menus = [{
-        "type": "buttons", "direction": "left", "showactive": False, "x": 0.0, "y": 0.0,
-        "xanchor": "left", "yanchor": "top", "pad": {"t": 4, "r": 8},
-        "buttons": [
-            {"label": PLAY_LABEL, "method": "animate", "args": [None, play]},
-            {"label": PAUSE_LABEL, "method": "animate", "args": [[None], still]},
-        ],
-    }]
-    # Every step is labelled so the current-value text can show its frame number; the per-step tick labels
-    # themselves are made transparent (300 numbers under a slider are unreadable).
-    sliders = [{
-        "active": 0, "x": 0.22, "len": 0.78, "y": 0.0, "yanchor": "top", "pad": {"t": 4},
-        "font": {"color": "rgba(0,0,0,0)"}, "ticklen": 0, "minorticklen": 0,
-        "currentvalue": {"prefix": "frame ", "font": {"size": 12, "color": "#444444"}},
-        "steps": [{"method": "animate", "label": str(t), "args": [[str(t)], still]} for t in range(frames)],
-    }]
-    return menus, sliders
+    lo, hi = flat.min(axis=0), flat.max(axis=0)
+    margin = pad * float(max(hi - lo))
+    return float(lo[0] - margin), float(hi[0] + margin), float(lo[1] - margin), float(hi[1] + margin)
 
 
 def skeleton_figure(joints: np.ndarray, fps: float, title: str = "", captions: list[str] | None = None,
-                    revision: str = "", height: int = 460) -> dict:
-    """Animated figure of one clip (T, 16, 2) or K clips (K, T, 16, 2) drawn side by side.
+                    revision: str = "", height: int = 460, columns: int | None = None,
+                    selected: int | None = None) -> dict:
+    """Animated figure of one clip (T, 16, 2) or K clips (K, T, 16, 2) in a grid of `columns` (default: one
+    row), every clip in a cell of the same size so all are drawn at the same scale.
 
     Joints are in dataset units (depth-normalised pixels), y down; the y axis is reversed so people stand
-    upright, and both axes are fixed with equal scale. `revision` goes to layout.datarevision so the page
-    can tell which figure it holds.
+    upright, and both axes are fixed with equal scale. The figure has no play controls: the page plays every
+    figure on one shared clock (`layout.meta` holds fps, the grid and the `selected` cell), and API users can
+    call Plotly.animate on the frames. `revision` goes to layout.datarevision so the page can tell which
+    figure it holds.
     """
     clips = joints[None] if joints.ndim == 3 else joints
     count, frames = clips.shape[:2]
+    columns = min(columns or count, count)
+    rows = -(-count // columns)
     x0, x1, y0, y1 = view_bounds(clips)
-    step = x1 - x0
-    shifted = clips + np.stack([np.arange(count) * step, np.zeros(count)], axis=-1)[:, None, None, :]
-    by_time = shifted.transpose(1, 0, 2, 3)  # (T, K, 16, 2)
+    if captions:
+        y0 -= 0.14 * (y1 - y0)  # room above each clip for its caption
+        widen = max(0.0, 0.6 * (y1 - y0) - (x1 - x0)) / 2  # and beside it, so captions do not run together
+        x0, x1 = x0 - widen, x1 + widen
+    width, tall = x1 - x0, y1 - y0
+    cells = np.arange(count)
+    offsets = np.stack([cells % columns * width, cells // columns * tall], axis=-1)
+    by_time = (clips + offsets[:, None, None, :]).transpose(1, 0, 2, 3)  # (T, K, 16, 2)
     sides = {side: polyline_coords(by_time, chain) for side, chain in CHAINS.items()}
     frame_traces = [[{"x": xs[t].tolist(), "y": ys[t].tolist()} for xs, ys in sides.values()]
                     for t in range(frames)]
     data = [{"type": "scatter", "mode": "lines+markers", "name": SIDE_NAMES[side], "hoverinfo": "skip",
              "line": {"color": SIDE_COLORS[side], "width": 4}, "marker": {"color": SIDE_COLORS[side], "size": 6},
              **coords} for side, coords in zip(sides, frame_traces[0])]
-    menus, sliders = animation_controls(frames, fps)
-    annotations = [{"x": round(x0 + (k + 0.5) * step, 1), "y": y1, "yanchor": "top", "showarrow": False,
-                    "text": text, "font": {"size": 12}} for k, text in enumerate(captions or [])]
+    annotations = [{"x": round(x0 + (k % columns + 0.5) * width, 1), "y": round(y0 + k // columns * tall, 1),
+                    "yanchor": "top", "showarrow": False, "text": text, "font": {"size": 12}}
+                   for k, text in enumerate(captions or [])]
     layout = {
         "title": {"text": title, "x": 0.5, "font": {"size": 15}},
         "height": height,
-        "margin": {"l": 10, "r": 10, "t": 40 if title else 10, "b": 70},
-        "xaxis": {"range": [round(x0, 1), round(x0 + count * step, 1)], "visible": False, "fixedrange": True},
-        "yaxis": {"range": [round(y1, 1), round(y0, 1)], "visible": False, "fixedrange": True,
+        "margin": {"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+        "xaxis": {"range": [round(x0, 1), round(x0 + columns * width, 1)], "visible": False, "fixedrange": True},
+        "yaxis": {"range": [round(y0 + rows * tall, 1), round(y0, 1)], "visible": False, "fixedrange": True,
                   "scaleanchor": "x", "scaleratio": 1},
         "showlegend": True,
         "legend": {"orientation": "h", "x": 0.5, "xanchor": "center", "y": 1.0, "yanchor": "bottom"},
         "plot_bgcolor": "#ffffff", "paper_bgcolor": "#ffffff",
-        "updatemenus": menus, "sliders": sliders, "annotations": annotations,
+        "annotations": annotations,
         "datarevision": revision,
+        "meta": {"fps": fps, "frames": frames, "columns": columns, "rows": rows, "selected": selected},
     }
     frame_list = [{"name": str(t), "data": traces, "traces": list(range(len(traces)))}
                   for t, traces in enumerate(frame_traces)]

@@ -1,9 +1,12 @@
 """The app in a real browser: Debian's Chromium (`apt-get install -y chromium`) driven by Playwright.
 
-Never `playwright install`: the tests use /usr/bin/chromium and skip when it is missing. They share one page,
-loaded once, and run in file order (load, play / pause, change the action, download, interpolate).
+Never `playwright install`: the tests use /usr/bin/chromium and skip when it is missing. One server for the
+module; the desktop tests share one page and run in file order (load and loop, pause, modes and the views
+that follow them, seed typing, clamping, downloads, gallery), then a phone-sized page. Every test that looks
+at the page also checks that no console error or page error happened so far. Screenshots go to
+SCREENSHOTS (printed), to be looked at.
 """
-import shutil
+import os
 import time
 from pathlib import Path
 
@@ -11,17 +14,19 @@ import pytest
 from PIL import Image
 
 from actiongen.app_logic import ActionGenService
-from actiongen.render import SIDE_COLORS
 from test_app import launch, write_random_bundle
 
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOT_COPY = Path("/tmp/actiongen_screenshot.png")
+SCREENSHOTS = Path(os.environ.get("ACTIONGEN_SCREENSHOTS", "/tmp/actiongen_screenshots"))
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.is_file(),
                        reason="Debian's Chromium is not at /usr/bin/chromium (apt-get install -y chromium)"),
 ]
 sync_api = pytest.importorskip("playwright.sync_api")
+
+# The main view's state, read in the page: what the player shows and has shown.
+MAIN = "() => { const v = window.actiongenPlayer.views.skeleton; return {revision: v.revision, shown: v.shown, wraps: v.wraps}; }"
 
 
 @pytest.fixture(scope="module")
@@ -33,124 +38,269 @@ def server(synthetic_data, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page_errors() -> list:
-    return []
-
-
-@pytest.fixture(scope="module")
-def page(server, page_errors):
+def browser():
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    print(f"screenshots in {SCREENSHOTS}")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=str(CHROMIUM), headless=True,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
-        page.on("pageerror", lambda error: page_errors.append(str(error)))
-        page.goto(server)
-        yield page
+                  "--disable-sync", "--no-first-run", "--disable-renderer-backgrounding"])
+        yield browser
         browser.close()
 
 
-def trace_paths(page, elem_id: str) -> list[str]:
-    """The SVG path data of each line trace of a plot (one path per stroke): what the user sees."""
-    return page.eval_on_selector_all(
-        f"#{elem_id} .scatterlayer .trace",
-        "traces => traces.map(t => Array.from(t.querySelectorAll('path.js-line'), p => p.getAttribute('d')).join(' '))")
+def open_page(browser, url: str, viewport: dict):
+    page = browser.new_page(viewport=viewport, accept_downloads=True)
+    page.set_default_timeout(60_000)  # a machine busy with other jobs can be slow to answer
+    page.problems = []  # console errors and page errors, checked by every test
+    page.on("console", lambda message: page.problems.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: page.problems.append(str(error)))
+    page.goto(url)
+    wait_for_main(page, "actiongen_walking_seed7_50f")
+    return page
 
 
-def trace_colors(page, elem_id: str) -> list[str]:
-    return page.eval_on_selector_all(f"#{elem_id} .scatterlayer .trace",
-                                     "traces => traces.map(t => t.querySelector('path.js-line').style.stroke)")
+@pytest.fixture(scope="module")
+def page(browser, server):
+    page = open_page(browser, server, {"width": 1400, "height": 1000})
+    yield page
+    page.close()
 
 
-def path_points(d: str) -> list[tuple[float, float]]:
-    return [tuple(map(float, p.split(","))) for p in d.lstrip("M").replace("M", "L").split("L")]
+def wait_for_main(page, revision: str, timeout: float = 60_000) -> None:
+    page.wait_for_function("(r) => window.actiongenPlayer && window.actiongenPlayer.views.skeleton"
+                           " && window.actiongenPlayer.views.skeleton.revision === r", arg=revision, timeout=timeout)
 
 
-def distinct_drawings(page, elem_id: str, seconds: float = 1.2) -> int:
-    seen = set()
-    end = time.time() + seconds
-    while time.time() < end:
-        seen.add(tuple(trace_paths(page, elem_id)))
-        time.sleep(0.1)
-    return len(seen)
+def revision_of(page, view: str) -> str:
+    return page.evaluate(f"() => window.actiongenPlayer.views[{view!r}].revision")
 
 
-def attached_frames(page, elem_id: str) -> int:
-    return page.evaluate(f"() => document.querySelector('#{elem_id} .js-plotly-plot')._transitionData._frames.length")
+def wait_for_view(page, view: str, part: str) -> None:
+    page.wait_for_function(f"(p) => (window.actiongenPlayer.views[{view!r}].revision || '').includes(p)",
+                           arg=part, timeout=60_000)
 
 
-def plot_title(page, elem_id: str) -> str:
-    return page.eval_on_selector(f"#{elem_id} .gtitle", "t => t.textContent")
+def line_paths(page, view: str) -> list[str]:
+    return page.eval_on_selector_all(f"#{view} path.ag-line", "paths => paths.map(p => p.getAttribute('d'))")
 
 
-def wait_for_plot(page, elem_id: str, frames: int, title_start: str = "") -> None:
-    """Until the plot shows a figure whose title starts with `title_start` and its animation frames are back."""
-    page.wait_for_function(
-        """([id, frames, title]) => {
-             const gd = document.querySelector('#' + id + ' .js-plotly-plot');
-             const shown = gd && gd.querySelector('.gtitle');
-             return shown && shown.textContent.startsWith(title) && gd._transitionData
-                    && gd._transitionData._frames.length === frames;
-           }""", arg=[elem_id, frames, title_start], timeout=60_000)
+def points(d: str) -> list[tuple[float, float]]:
+    return [tuple(map(float, p.split(","))) for p in d.replace("M", "L").split("L") if p]
 
 
-def test_page_loads_with_an_upright_skeleton_that_plays_by_itself(page, page_errors):
-    wait_for_plot(page, "skeleton", 50, "Walking")
-    assert distinct_drawings(page, "skeleton") >= 3, "the animation should run without any click"
-    expected = [SIDE_COLORS[side] for side in ("right", "left", "center")]
-    assert trace_colors(page, "skeleton") == [f"rgb({int(c[1:3], 16)}, {int(c[3:5], 16)}, {int(c[5:7], 16)})" for c in expected]
-    spine = path_points(trace_paths(page, "skeleton")[2])  # hip, spine, thorax, head
-    assert spine[-1][1] < spine[0][1] - 50, "the head must be drawn above the hip (people stand upright)"
-    assert page_errors == []
+def choose(page, elem_id: str, option: str) -> None:
+    page.click(f"#{elem_id} input")
+    page.get_by_role("option", name=option, exact=True).click()
 
 
-def test_pause_holds_the_pose_and_play_advances_it(page):
-    page.click("#skeleton .updatemenu-button >> text=Pause")
-    time.sleep(0.3)
-    assert distinct_drawings(page, "skeleton", 0.8) == 1
-    slider = "() => document.querySelector('#skeleton .js-plotly-plot')._fullLayout.sliders[0].active"
-    paused_at = page.evaluate(slider)
-    page.click("#skeleton .updatemenu-button >> text=Play")
-    assert distinct_drawings(page, "skeleton", 1.2) >= 3
-    assert page.evaluate(slider) != paused_at
+def pick_mode(page, label: str) -> None:
+    page.locator("#mode label", has_text=label).click()
 
 
-def test_changing_the_action_regenerates_the_clip(page):
-    before = trace_paths(page, "skeleton")
-    page.click("#action input")
-    page.get_by_role("option", name="Eating").click()
-    wait_for_plot(page, "skeleton", 50, "Eating")
-    assert trace_paths(page, "skeleton") != before
-    assert distinct_drawings(page, "skeleton") >= 3, "the new clip's frames are attached and playing"
-    page.wait_for_function("() => document.querySelector('#summary').textContent.includes('Eating')")
+def type_number(page, selector: str, text: str) -> None:
+    page.fill(selector, "")
+    page.type(selector, text, delay=60)
 
 
-def test_gif_download_delivers_the_gif_of_the_clip(page, tmp_path):
-    page.wait_for_selector("#gif-preview img", timeout=30_000)
-    page.wait_for_function("() => document.querySelector('#gif-preview img').src.includes('eating')",
-                           timeout=30_000)
+def assert_no_problems(page) -> None:
+    assert page.problems == [], "console or page errors"
+
+
+def test_the_clip_plays_by_itself_and_loops(page):
+    before = page.evaluate(MAIN)
+    page.wait_for_function("() => window.actiongenPlayer.views.skeleton.wraps >= 2", timeout=40_000)
+    assert page.evaluate(MAIN)["revision"] == before["revision"]
+    spine = points(line_paths(page, "skeleton")[2])  # hip, spine, thorax, head
+    assert spine[-1][1] < spine[0][1] - 50, "the head is drawn above the hip (people stand upright)"
+    assert_no_problems(page)
+
+
+def test_the_skeleton_fills_its_view(page):
+    box = page.eval_on_selector("#skeleton svg", "s => s.getBoundingClientRect().toJSON()")
+    drawn = page.eval_on_selector("#skeleton svg", """s => {
+        const boxes = Array.from(s.querySelectorAll('path.ag-line'), p => p.getBoundingClientRect());
+        return {top: Math.min(...boxes.map(b => b.top)), bottom: Math.max(...boxes.map(b => b.bottom))}; }""")
+    assert drawn["bottom"] - drawn["top"] > 0.6 * box["height"], "tight axes: the skeleton is big"
+
+
+def test_pause_holds_the_pose_and_play_goes_on(page):
+    page.click("#skeleton .ag-play >> text=Pause")
+    held = page.evaluate(MAIN)["shown"]
+    time.sleep(0.6)
+    assert page.evaluate(MAIN)["shown"] == held
+    page.fill("#skeleton .ag-seek", "10")  # dragging the frame slider while paused shows that frame
+    page.wait_for_function("() => window.actiongenPlayer.views.skeleton.shown === 10")
+    page.click("#skeleton .ag-play >> text=Play")
+    page.wait_for_function("() => window.actiongenPlayer.views.skeleton.shown > 12")
+    assert_no_problems(page)
+
+
+def test_every_view_follows_every_change_of_the_state(page):
+    pick_mode(page, "Interpolate seed \u2192 seed B")
+    wait_for_view(page, "strip", "strip-actiongen_walking_seed7_50f_to42")
+    assert page.locator("#strip .ag-caption").count() == 5
+    choose(page, "action", "Eating")  # the main clip, the strip and the gallery all change
+    wait_for_main(page, "actiongen_eating_seed7_50f_to42_alpha0.500")
+    wait_for_view(page, "strip", "strip-actiongen_eating_seed7")
+    wait_for_view(page, "gallery", "gallery-actiongen_eating_seed0_50f")
+    type_number(page, "#seed-b input", "43")
+    page.press("#seed-b input", "Enter")  # seed B changes the strip and the main clip at once
+    wait_for_main(page, "actiongen_eating_seed7_50f_to43_alpha0.500")
+    wait_for_view(page, "strip", "_to43_")
+    page.fill("#steps input[type=number]", "3")
+    page.press("#steps input[type=number]", "Enter")
+    page.wait_for_function("() => document.querySelectorAll('#strip .ag-caption').length === 3", timeout=30_000)
+    pick_mode(page, "Blend A + B")
+    wait_for_main(page, "actiongen_eating_seed7_50f_blend_phoning_mix0.500")
+    assert page.locator("#strip svg").is_hidden(), "no strip outside interpolation"
+    choose(page, "action", "Walking")  # the blend stays: the page shows what the state says
+    wait_for_main(page, "actiongen_walking_seed7_50f_blend_phoning_mix0.500")
+    wait_for_view(page, "gallery", "gallery-actiongen_walking_seed0_50f_blend_phoning")
+    assert "->" not in page.inner_text("body"), "one arrow style"
+    pick_mode(page, "One action")
+    wait_for_main(page, "actiongen_walking_seed7_50f")
+    assert_no_problems(page)
+
+
+def test_typing_a_seed_draws_once_on_enter_and_an_empty_box_keeps_the_seed(page):
+    page.evaluate("() => { window.drawn = []; const v = window.actiongenPlayer.views.skeleton;"
+                  " new MutationObserver(() => window.drawn.push(v.revision)).observe(v.svg, {attributes: true}); }")
+    type_number(page, "#seed input", "4321")
+    time.sleep(1.0)
+    assert page.evaluate(MAIN)["revision"] == "actiongen_walking_seed7_50f", "no clip per keystroke"
+    page.press("#seed input", "Enter")
+    wait_for_main(page, "actiongen_walking_seed4321_50f")
+    assert set(page.evaluate("() => window.drawn")) <= {"actiongen_walking_seed7_50f", "actiongen_walking_seed4321_50f"}
+    page.fill("#seed input", "")
+    page.click("#intro")  # leave the box empty
+    time.sleep(1.0)
+    assert page.input_value("#seed input") == "4321" and page.locator(".toast-body, .error").count() == 0
+    assert_no_problems(page)
+
+
+def test_clamped_values_are_the_values_used(page):
+    type_number(page, "#seed input", "-5")
+    page.press("#seed input", "Enter")
+    wait_for_main(page, "actiongen_walking_seed0_50f")
+    assert page.input_value("#seed input") == "0"
+    pick_mode(page, "Interpolate seed \u2192 seed B")
+    page.fill("#alpha input[type=number]", "1.5")
+    page.press("#alpha input[type=number]", "Enter")
+    wait_for_main(page, "actiongen_walking_seed0_50f_to43_alpha1.000")
+    assert float(page.input_value("#alpha input[type=number]")) == 1.0
+    page.fill("#steps input[type=number]", "20")
+    page.press("#steps input[type=number]", "Enter")
+    page.wait_for_function("() => document.querySelectorAll('#strip .ag-caption').length === 9", timeout=30_000)
+    assert float(page.input_value("#steps input[type=number]")) == 9
+    assert page.locator(".toast-body, .error").count() == 0
+    assert_no_problems(page)
+
+
+def test_a_change_never_blanks_the_view_and_downloads_are_never_stale(page, tmp_path):
+    page.evaluate("""() => { window.blank = 0; const v = window.actiongenPlayer.views.skeleton;
+        const check = () => { if (v.layers.some(l => !l.line.getAttribute('d'))) window.blank += 1;
+                               requestAnimationFrame(check); };
+        requestAnimationFrame(check); }""")
+    page.wait_for_selector("#downloads:not(.ag-stale)", timeout=60_000)  # the last change's files are there
+    page.evaluate("""() => { const downloads = document.querySelector('#downloads');
+        window.staleness = [downloads.classList.contains('ag-stale')];
+        new MutationObserver(() => window.staleness.push(downloads.classList.contains('ag-stale')))
+            .observe(downloads, {attributes: true, attributeFilter: ['class']}); }""")
+    pick_mode(page, "One action")
+    type_number(page, "#seed input", "77")
+    page.press("#seed input", "Enter")
+    wait_for_main(page, "actiongen_walking_seed77_50f")
+    page.wait_for_selector("#downloads:not(.ag-stale)", timeout=60_000)
+    staleness = page.evaluate("() => window.staleness")
+    assert staleness[0] is False and True in staleness and staleness[-1] is False, "stale while files are made"
     with page.expect_download(timeout=30_000) as download:
         page.click("#download-gif")
     target = tmp_path / download.value.suggested_filename
     download.value.save_as(target)
-    assert target.name.startswith("actiongen_eating_seed7_50f") and target.suffix == ".gif"
+    assert target.name == "actiongen_walking_seed77_50f.gif"
     with Image.open(target) as gif:
-        assert gif.format == "GIF" and gif.is_animated and gif.size == (256, 256)
+        assert gif.format == "GIF" and gif.is_animated
+    assert page.evaluate("() => window.blank") == 0
+    assert_no_problems(page)
 
 
-def test_interpolation_strip_animates_its_clips_together(page, tmp_path, page_errors):
-    page.get_by_role("tab", name="Latent interpolation").click()
-    page.click("#interpolate")
-    page.wait_for_selector("#strip .js-plotly-plot", timeout=60_000)
-    wait_for_plot(page, "strip", 50, "Eating: seed 7")
-    wait_for_plot(page, "skeleton", 50, "Eating, seeds 7")
-    assert len(page.query_selector_all("#strip .annotation")) == 5, "five clips from seed A to seed B"
-    assert distinct_drawings(page, "strip") >= 3
-    time.sleep(1.0)  # let the figures settle mid-animation for the picture
-    screenshot = tmp_path / "actiongen.png"
-    page.screenshot(path=str(screenshot), full_page=True)
-    shutil.copyfile(screenshot, SCREENSHOT_COPY)
-    with Image.open(screenshot) as image:
-        assert image.width >= 1400 and image.height > 1100
-    assert page_errors == []
+def test_gallery_plays_nine_seeds_in_sync_and_a_click_opens_one(page):
+    type_number(page, "#seed input", "0")
+    page.press("#seed input", "Enter")
+    wait_for_view(page, "gallery", "gallery-actiongen_walking_seed0_50f-0")
+    assert page.eval_on_selector_all("#gallery .ag-caption", "t => t.map(e => e.textContent)") == \
+        [f"seed {s}" for s in range(9)]
+    shown = page.evaluate("() => [window.actiongenPlayer.views.gallery.shown, window.actiongenPlayer.views.skeleton.shown]")
+    assert abs(shown[0] - shown[1]) <= 1, "one clock for every view"
+    page.locator("#gallery").scroll_into_view_if_needed()
+    box = page.eval_on_selector("#gallery svg", "s => s.getBoundingClientRect().toJSON()")
+    time.sleep(0.5)
+    page.screenshot(path=str(SCREENSHOTS / "gallery.png"), clip=box)
+    cells = page.eval_on_selector_all("#gallery .ag-caption", "t => t.map(e => e.getBoundingClientRect().toJSON())")
+    page.mouse.click(cells[5]["x"] + cells[5]["width"] / 2, cells[5]["y"] + 60)
+    wait_for_main(page, "actiongen_walking_seed5_50f")
+    assert page.input_value("#seed input") == "5"
+    wait_for_view(page, "gallery", "gallery-actiongen_walking_seed0_50f-5")
+    assert_no_problems(page)
+
+
+def test_views_play_together_at_real_speed(page):
+    pick_mode(page, "Interpolate seed \u2192 seed B")
+    wait_for_view(page, "strip", "strip-actiongen_walking_seed5")
+    page.evaluate("""() => { window.advanced = 0; let last = -1; const v = window.actiongenPlayer.views.skeleton;
+        const count = () => { if (v.shown !== last) { window.advanced += 1; last = v.shown; }
+                              requestAnimationFrame(count); };
+        requestAnimationFrame(count); }""")
+    time.sleep(3.0)
+    assert page.evaluate("() => window.advanced") >= 0.8 * 3.0 * 50 / 3, "about 16.7 frames per second"
+    time.sleep(0.5)
+    page.screenshot(path=str(SCREENSHOTS / "desktop.png"), full_page=True)
+    with Image.open(SCREENSHOTS / "desktop.png") as image:
+        assert image.width == 1400
+    assert_no_problems(page)
+
+
+def test_controls_are_explained_and_the_random_seed_is_the_main_button(page):
+    assert page.locator("button.primary").all_inner_texts() == ["Random seed"]
+    assert page.locator("#seed input").count() == 1
+    assert page.locator("#controls input[type=range]").count() == 4, "frames, share, alpha, strip: no seed slider"
+    assert "after the switch to B" in page.inner_text("#share-b")
+    assert "non-commercial research only" in page.inner_text("#licence")
+    page.click("#random-seed")
+    page.wait_for_function("() => !window.actiongenPlayer.views.skeleton.revision.includes('_seed5_')",
+                           timeout=30_000)
+    assert page.input_value("#seed input") in page.evaluate(MAIN)["revision"]
+    assert_no_problems(page)
+
+
+def test_frames_second_action_share_and_examples_change_the_clip(page):
+    pick_mode(page, "Switch A \u2192 B")
+    choose(page, "action-b", "Sitting")
+    page.fill("#share-b input[type=number]", "0.3")
+    page.press("#share-b input[type=number]", "Enter")
+    page.fill("#frames input[type=number]", "80")
+    page.press("#frames input[type=number]", "Enter")
+    seed = page.input_value("#seed input")
+    wait_for_main(page, f"actiongen_walking_seed{seed}_80f_transition_sitting_mix0.300")
+    wait_for_view(page, "gallery", "_80f_transition_sitting_mix0.300")
+    page.get_by_text("Eating blended with Smoking").click()
+    wait_for_main(page, "actiongen_eating_seed11_80f_blend_smoking_mix0.400")
+    assert page.input_value("#seed input") == "11"
+    assert_no_problems(page)
+
+
+def test_phone_layout_puts_the_skeleton_first_and_nothing_overlaps(browser, server):
+    phone = open_page(browser, server, {"width": 390, "height": 844})
+    try:
+        box = phone.eval_on_selector("#skeleton svg", "s => s.getBoundingClientRect().toJSON()")
+        assert box["y"] < 200 and box["width"] > 0.8 * 390, "the first skeleton is near the top"
+        transport = phone.eval_on_selector("#skeleton .ag-transport", "t => t.getBoundingClientRect().toJSON()")
+        assert transport["y"] >= box["y"] + box["height"] - 1, "play and the slider sit under the skeleton"
+        assert phone.evaluate("() => document.documentElement.scrollWidth") <= 390, "no sideways scrolling"
+        phone.wait_for_function("() => window.actiongenPlayer.views.skeleton.wraps >= 1", timeout=20_000)
+        phone.screenshot(path=str(SCREENSHOTS / "phone.png"))
+        assert_no_problems(phone)
+    finally:
+        phone.close()

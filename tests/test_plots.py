@@ -5,7 +5,6 @@ import pytest
 
 from actiongen.plots import (CHAINS, figure_json, latent_path_figure, pca_2d, probability_figure, side_chains,
                              skeleton_figure, view_bounds)
-from actiongen.render import VIEW_HALF_EXTENT
 from actiongen.skeleton import ACTIONS, BONES
 
 
@@ -49,11 +48,10 @@ def test_skeleton_figure_has_one_frame_per_time_step_and_three_traces():
     assert len(figure["frames"]) == 40
     assert all(len(f["data"]) == 3 and f["traces"] == [0, 1, 2] for f in figure["frames"])
     assert [f["name"] for f in figure["frames"]] == [str(t) for t in range(40)]
-    assert len(figure["layout"]["sliders"][0]["steps"]) == 40
     assert figure["layout"]["datarevision"] == "r1"
-    play, pause = figure["layout"]["updatemenus"][0]["buttons"]
-    assert play["args"][0] is None and play["args"][1]["frame"]["duration"] == 60
-    assert pause["args"][0] == [None]
+    assert figure["layout"]["meta"] == {"fps": pytest.approx(50 / 3), "frames": 40, "columns": 1, "rows": 1,
+                                        "selected": None}
+    assert "updatemenus" not in figure["layout"], "the page plays every figure on one clock"
 
 
 def test_skeleton_frames_hold_the_rounded_joints_of_each_time_step():
@@ -85,12 +83,30 @@ def test_skeleton_axes_are_fixed_equal_and_upright():
     assert y_range[1] <= ys.min() and ys.max() <= y_range[0]
 
 
-def test_view_is_the_exports_window_unless_a_pose_reaches_outside():
-    x0, x1, y0, y1 = view_bounds(walking_joints(10))
-    assert (x0, x1, y0, y1) == (-VIEW_HALF_EXTENT, VIEW_HALF_EXTENT, -VIEW_HALF_EXTENT, VIEW_HALF_EXTENT)
+def test_view_is_the_tightest_window_around_every_pose_with_a_margin():
+    joints = walking_joints(10)
+    x0, x1, y0, y1 = view_bounds(joints)
+    lo, hi = joints.reshape(-1, 2).min(axis=0), joints.reshape(-1, 2).max(axis=0)
+    margin = 0.06 * max(hi - lo)
+    assert (x0, x1, y0, y1) == pytest.approx((lo[0] - margin, hi[0] + margin, lo[1] - margin, hi[1] + margin))
     wide = walking_joints(10)
     wide[3, 12, 0] = 400.0
     assert view_bounds(wide)[1] > 400.0
+
+
+def test_gallery_grid_puts_every_clip_in_a_cell_of_the_same_size():
+    clips = np.stack([walking_joints(12, seed=k) for k in range(9)])
+    figure = skeleton_figure(clips, fps=50 / 3, captions=[f"seed {k}" for k in range(9)], columns=3, selected=4)
+    meta, layout = figure["layout"]["meta"], figure["layout"]
+    assert (meta["columns"], meta["rows"], meta["selected"]) == (3, 3, 4)
+    width = (layout["xaxis"]["range"][1] - layout["xaxis"]["range"][0]) / 3
+    height = (layout["yaxis"]["range"][0] - layout["yaxis"]["range"][1]) / 3
+    assert width >= 0.6 * height - 0.2, "cells wide enough for their captions"
+    spine = figure["frames"][0]["data"][2]
+    hips = [(x, y) for x, y, prev in zip(spine["x"], spine["y"], [None] + spine["x"][:-1])
+            if prev is None and x is not None]
+    assert hips[4][0] - hips[3][0] == pytest.approx(width, abs=0.2)
+    assert hips[3][1] - hips[0][1] == pytest.approx(height, abs=0.2)
 
 
 def test_strip_draws_clips_side_by_side_in_one_animation():
@@ -101,10 +117,10 @@ def test_strip_draws_clips_side_by_side_in_one_animation():
     hips = [x for x, prev in zip(center["x"], [None] + center["x"][:-1]) if prev is None and x is not None]
     assert len(hips) == 4, "one spine stroke per clip"
     step = hips[1] - hips[0]
-    assert step > 2 * 170 and np.allclose(np.diff(hips), step, atol=0.11)
+    assert step > 100 and np.allclose(np.diff(hips), step, atol=0.11)
     assert [a["text"] for a in figure["layout"]["annotations"]] == ["a", "b", "c", "d"]
     x_range = figure["layout"]["xaxis"]["range"]
-    assert x_range[1] - x_range[0] == pytest.approx(4 * step, abs=0.2)
+    assert x_range[1] - x_range[0] == pytest.approx(4 * step, abs=0.5)
 
 
 def test_pca_2d_finds_the_plane_of_a_planar_path():

@@ -53,27 +53,32 @@ SPECTRUM_POINTS = 1024  # zero padding: frequency steps of fps / 1024 ~ 0.016 Hz
 # ----------------------------------------------------------------------------- motion statistics
 
 def joint_speed(joints: np.ndarray, joints_of_interest: tuple[int, ...] = BODY) -> float:
-    """Mean per-frame displacement (dataset units per frame) of some joints of clips (N, T, 16, 2)."""
+    """Mean per-frame displacement (dataset units per frame) of some joints of clips (N, T, 16, 2 or 3)."""
     return float(np.linalg.norm(np.diff(joints[..., joints_of_interest, :], axis=1), axis=-1).mean())
 
 
 def joint_acceleration(joints: np.ndarray, joints_of_interest: tuple[int, ...] = BODY) -> float:
-    """Mean norm of the second difference (dataset units per frame²) of some joints of clips (N, T, 16, 2)."""
+    """Mean norm of the second difference (dataset units per frame²) of some joints of clips (N, T, 16, 2 or 3)."""
     return float(np.linalg.norm(np.diff(joints[..., joints_of_interest, :], n=2, axis=1), axis=-1).mean())
 
 
-def bone_length_variation(joints: np.ndarray) -> float:
-    """Coefficient of variation over time of each bone's length within a clip, mean over bones and clips:
-    0 for a rigid skeleton."""
+def bone_length_cvs(joints: np.ndarray) -> np.ndarray:
+    """(N, bones): the coefficient of variation over time of each bone's length within each clip of clips
+    (N, T, 16, 2 or 3); 0 for a rigid skeleton."""
     lengths = np.stack([np.linalg.norm(joints[..., child, :] - joints[..., parent, :], axis=-1)
                         for parent, child, _ in BONES], axis=-1)  # (N, T, bones)
-    return float((lengths.std(axis=1) / np.maximum(lengths.mean(axis=1), 1e-6)).mean())
+    return lengths.std(axis=1) / np.maximum(lengths.mean(axis=1), 1e-6)
+
+
+def bone_length_variation(joints: np.ndarray) -> float:
+    """bone_length_cvs, mean over bones and clips: 0 for a rigid skeleton."""
+    return float(bone_length_cvs(joints).mean())
 
 
 def pose_spread(joints: np.ndarray) -> float:
     """Std of each joint coordinate over all frames of all clips, mean over the non-hip joints' coordinates:
     how widely the poses of a set spread around its mean pose."""
-    return float(joints[..., BODY, :].reshape(-1, len(BODY) * 2).std(axis=0).mean())
+    return float(joints[..., BODY, :].reshape(-1, len(BODY) * joints.shape[-1]).std(axis=0).mean())
 
 
 def step_frequency(joints: np.ndarray, fps: float = FPS) -> float:

@@ -1,0 +1,356 @@
+"""The 3D model's evaluation: the numbers of its model card, with the 2D pipeline's metrics reused.
+
+    python -m actiongen.evaluate3d --checkpoint assets/actiongen3d.json [--per-class 1000] [--seeds 0 1 2]
+                                   [--markdown] [--out results3d.json] [--quiet]
+
+For each seed it generates `per_class` clips of every action and measures:
+  MMD           the published protocol (actiongen.evaluate / metrics) on 45-d clips standardised with the 3D
+                training statistics, against the training clips and the test subject (S11), beside the
+                reference row "real S11 vs train";
+  C2ST          actiongen.realism's two-sample test against real 3D clips (fit on some training subjects,
+                scored on a held-out training subject, never S11) with its reference rows, overall and per class;
+  motion        realism's per-class motion statistics in mm per frame, generated / real, Walking's step rate;
+  bone lengths  the within-clip coefficient of variation of each bone's length in % (mean over bones and
+                clips, and the worst bone), generated and real, and how far actiongen.bvh.fit_fixed_lengths
+                (the skeleton of the .bvh/.npz/.json exports) moves the generated joints;
+  2D projection the generated clips drawn by actiongen.views.camera_view (camera 55011271 of the first
+                training subject) and scored like a 2D model: MMD against the 2D training clips and S11,
+                the shipped 2D recogniser's accuracy, FID, and the C2ST against real 2D clips;
+  occupancy     realism's latent occupancy of the prior box.
+Each seed's generated clips are drawn twice (once for the MMD rows, once for the rest) rather than kept for
+all seeds at once: at 1000 per class one seed's clips and their views take ~300 MB.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import evaluate, realism
+from .bvh import fit_fixed_lengths
+from .checkpoint import CheckpointError
+from .data import (Camera, ClipDataset, DataConfig, H36MDataError, NormStats, PoseData, default_data_root,
+                   joints_to_vectors, load_cameras, load_pose_data)
+from .generator import Generator, SampleBatch
+from .recognizer import DEFAULT_RECOGNIZER, load_recognizer
+from .skeleton import BONES, JOINT_NAMES
+from .views import camera_view
+
+BONE_CV_TARGET_PERCENT = 3.0  # issue 11: generated bone lengths vary by at most 3 % within a clip
+BONE_NAMES = tuple(f"{JOINT_NAMES[parent]}-{JOINT_NAMES[child]}" for parent, child, _ in BONES)
+MODEL_3D = "ActionGen 3D"
+MODEL_2D = "ActionGen 3D, 2D projection"
+
+
+# ----------------------------------------------------------------------------- the two views of the data
+
+def project_to_vectors(joints: np.ndarray, camera: Camera, stats_3d: NormStats, stats_2d: NormStats) -> np.ndarray:
+    """3D clips (..., T, 16, 3) in mm -> the 2D pipeline's normalised 30-d vectors (..., T, 30)."""
+    return joints_to_vectors(camera_view(joints, camera, stats_3d), stats_2d).astype(np.float32)
+
+
+@dataclass
+class Views:
+    """The 3D data, the 2D data of the same subjects, and the camera that turns the one into the other."""
+
+    data_3d: PoseData
+    data_2d: PoseData
+    camera: Camera
+
+    @classmethod
+    def load(cls, cfg: DataConfig) -> "Views":
+        data_3d = load_pose_data(replace(cfg, dims=3))
+        # A generated clip belongs to no subject, so one subject's camera stands for all. Only its rotation
+        # matters (camera_view places the hip in camera coordinates), and camera 55011271's rotation differs
+        # by at most 1.6 degrees between the Human3.6M subjects.
+        camera = load_cameras(cfg.root, cfg.camera)[cfg.train_subjects[0]]
+        return cls(data_3d, load_pose_data(replace(cfg, dims=2)), camera)
+
+    def project(self, joints: np.ndarray) -> np.ndarray:
+        return project_to_vectors(joints, self.camera, self.data_3d.stats, self.data_2d.stats)
+
+
+class GeneratedSeed:
+    """The clips of the latest evaluation seed asked for, in both views (one seed kept: see the docstring)."""
+
+    def __init__(self, generator: Generator, views: Views, per_class: int, progress: bool) -> None:
+        self.generator, self.views, self.per_class, self.progress = generator, views, per_class, progress
+        self.seed: int | None = None
+        self.batches: dict[str, SampleBatch] = {}
+
+    def get(self, seed: int) -> dict[str, SampleBatch]:
+        if seed != self.seed:
+            self.batches = evaluate.generate_per_class(self.generator, self.views.data_3d.config.actions,
+                                                       self.per_class, seed, self.progress)
+            self.seed = seed
+        return self.batches
+
+    def vectors_3d(self, seed: int) -> dict[str, np.ndarray]:
+        return {a: joints_to_vectors(b.joints, self.views.data_3d.stats).astype(np.float32)
+                for a, b in self.get(seed).items()}
+
+    def vectors_2d(self, seed: int) -> dict[str, np.ndarray]:
+        return {a: self.views.project(b.joints) for a, b in self.get(seed).items()}
+
+
+# ----------------------------------------------------------------------------- MMD rows (actiongen.evaluate)
+
+def mmd_rows(views: Views, samples: GeneratedSeed, scorer_3d: evaluate.Scorer, scorer_2d: evaluate.Scorer,
+             per_class: int) -> tuple[list[evaluate.Row], list[evaluate.Row]]:
+    """The 3D rows and the 2D-projection rows: the model against the training clips and the test subject, and
+    the reference row "real <test subject> vs train", with evaluate.build_rows's reference sets (its other
+    reference rows are left out: scoring their sets doubled this command's setup time)."""
+    cfg = views.data_3d.config
+    train_name = f"train ({evaluate.subjects_label(cfg.train_subjects)})"
+    test_name = f"test ({evaluate.subjects_label(cfg.test_subjects)})"
+
+    def rows_of(data: PoseData, scorer: evaluate.Scorer, name: str,
+                generated: Callable[[int], evaluate.ClipSet]) -> list[evaluate.Row]:
+        train = scorer.score(ClipDataset(data, "train").per_class(per_class, seed=0))
+        test = scorer.score(ClipDataset(data, "test").per_class())
+        return [evaluate.Row(name, train_name, "model", generated, train),
+                evaluate.Row(name, test_name, "model", generated, test),
+                evaluate.Row(f"real {evaluate.subjects_label(cfg.test_subjects)}", train_name, "real",
+                             lambda seed: test, train)]
+
+    def scored_3d(seed: int) -> evaluate.ClipSet:
+        probabilities = np.concatenate([b.probabilities for b in samples.get(seed).values()])
+        return scorer_3d.score(samples.vectors_3d(seed), own_scores=probabilities)
+
+    return (rows_of(views.data_3d, scorer_3d, MODEL_3D, scored_3d),
+            rows_of(views.data_2d, scorer_2d, MODEL_2D, lambda seed: scorer_2d.score(samples.vectors_2d(seed))))
+
+
+# ----------------------------------------------------------------------------- bone lengths
+
+def bone_cv_percent(joints: np.ndarray) -> np.ndarray:
+    """(bones,) within-clip coefficient of variation of each bone's length in %, mean over clips (N, T, 16, 3)."""
+    return 100.0 * realism.bone_length_cvs(joints).mean(axis=0)
+
+
+def bone_stability(per_bone_percent: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Per class and over all classes: the mean over bones of per-bone CVs (%) and the worst bone."""
+    classes = {**per_bone_percent, "all": np.mean(list(per_bone_percent.values()), axis=0)}
+    return {action: {"cv_percent": float(cvs.mean()), "worst_bone": BONE_NAMES[int(cvs.argmax())],
+                     "worst_bone_cv_percent": float(cvs.max()), "per_bone_cv_percent": cvs.tolist()}
+            for action, cvs in classes.items()}
+
+
+def fit_displacement(joints_by_class: dict[str, np.ndarray]) -> dict[str, float]:
+    """How far fit_fixed_lengths moves the joints (mm): mean over joints, frames and clips, and the maximum."""
+    fits = [fit_fixed_lengths(joints) for joints in joints_by_class.values()]
+    sizes = [joints.size for joints in joints_by_class.values()]
+    return {"mean_mm": float(np.average([f.displacement_mean_mm for f in fits], weights=sizes)),
+            "max_mm": float(max(f.displacement_max_mm for f in fits))}
+
+
+def summarise_bones(per_seed: list[dict[str, np.ndarray]], real: dict[str, np.ndarray],
+                    generated_fit: list[dict[str, float]], real_fit: dict[str, float]) -> dict:
+    """Per-bone CVs averaged over the seeds, then bone_stability; the fit displacement's mean over seeds and
+    maximum over seeds."""
+    mean_per_bone = {a: np.mean([seed[a] for seed in per_seed], axis=0) for a in per_seed[0]}
+    generated = bone_stability(mean_per_bone)
+    return {"generated": generated, "real": bone_stability(real), "bones": list(BONE_NAMES),
+            "target_cv_percent": BONE_CV_TARGET_PERCENT,
+            "target_met": generated["all"]["cv_percent"] <= BONE_CV_TARGET_PERCENT,
+            "fit_displacement": {"generated": {"mean_mm": float(np.mean([f["mean_mm"] for f in generated_fit])),
+                                               "max_mm": float(max(f["max_mm"] for f in generated_fit))},
+                                 "real": real_fit}}
+
+
+# ----------------------------------------------------------------------------- one seed
+
+def measure_seed(samples: GeneratedSeed, real_3d: realism.RealSets, real_2d: realism.RealSets, seed: int,
+                 device: str, progress: bool) -> dict:
+    """realism's measurements of one seed's clips in 3D (with the C2ST reference rows) and in the 2D view,
+    and the generated clips' per-bone CVs and fit displacement."""
+    actions = samples.views.data_3d.config.actions
+    per_class = samples.per_class
+    batches = samples.get(seed)
+    joints = {a: b.joints for a, b in batches.items()}
+    occupancy = {**realism.latent_occupancy(np.concatenate([b.latents for b in batches.values()])),
+                 "per_class_clamp_share": {a: realism.latent_occupancy(b.latents)["clamp_share"]
+                                           for a, b in batches.items()}}
+
+    def measured(generated: dict[str, np.ndarray], generated_joints: dict[str, np.ndarray],
+                 real: realism.RealSets, references: bool) -> dict:
+        real_stats = realism.motion_statistics(real.motion_reference)
+        generated_stats = realism.motion_statistics(generated_joints)
+        return {"c2st": realism.c2st_rows(generated, real, actions, per_class, seed, device, references,
+                                          progress=progress),
+                "motion": {"generated": generated_stats, "real": real_stats,
+                           "ratio": realism.motion_ratios(generated_stats, real_stats)},
+                "occupancy": occupancy}
+
+    views = samples.views
+    projected_joints = {a: camera_view(j, views.camera, views.data_3d.stats) for a, j in joints.items()}
+    return {"3d": measured(samples.vectors_3d(seed), joints, real_3d, references=True),
+            "2d": measured(samples.vectors_2d(seed), projected_joints, real_2d, references=False),
+            "bone_cv_percent": {a: bone_cv_percent(j) for a, j in joints.items()},
+            "fit_displacement": fit_displacement(joints)}
+
+
+# ----------------------------------------------------------------------------- the command
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", default=None,
+                   help="3D bundle .json (default: the shipped assets/actiongen3d.json)")
+    p.add_argument("--recognizer", default=str(DEFAULT_RECOGNIZER),
+                   help="2D recogniser bundle .json for the projection, or 'none'")
+    p.add_argument("--data-root", default=str(default_data_root()), help="unpacked Human3.6M h36m archive")
+    p.add_argument("--cache-dir", default=None, help="preprocessing cache (default: ~/.cache/actiongen)")
+    p.add_argument("--train-subjects", type=int, nargs="+", default=list(DataConfig.train_subjects),
+                   help="training subjects (the last is the C2ST's held-out subject, the one before the "
+                        "reference rows' unseen subject)")
+    p.add_argument("--test-subjects", type=int, nargs="+", default=list(DataConfig.test_subjects))
+    p.add_argument("--per-class", type=int, default=1000, help="generated clips per class; cap on m for the MMD")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--device", default="cpu",
+                   help="device for generation and the C2ST classifier: cpu, cuda or auto")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads; 0 leaves torch's choice (one is fastest on a busy 2-core machine)")
+    p.add_argument("--out", default=None, help="write the full results as JSON here")
+    p.add_argument("--markdown", action="store_true", help="print the model card's tables as Markdown")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    if args.per_class < 4:
+        p.error(f"--per-class must be at least 4; got {args.per_class}")
+    if any(not 0 <= s < 4096 for s in args.seeds):
+        p.error(f"--seeds must be in [0, 4096); got {args.seeds}")
+    return args
+
+
+def load_generator(path: str | None, device: str, data_3d: PoseData) -> Generator:
+    """The 3D bundle, refused when it is 2D or was trained on other actions."""
+    generator = Generator.load(path, device=device) if path else Generator.load(model="3d", device=device)
+    if generator.dims != 3:
+        raise CheckpointError(f"{path}: a {generator.dims}D bundle; this evaluation needs a 3D one "
+                              "(python -m actiongen.evaluate evaluates 2D bundles)")
+    if tuple(generator.actions) != tuple(data_3d.config.actions):
+        raise CheckpointError(f"the checkpoint's actions {list(generator.actions)} differ from the data's "
+                              f"{list(data_3d.config.actions)}")
+    return generator
+
+
+def evaluate3d(args: argparse.Namespace, command: str) -> dict:
+    start = time.time()
+    progress = not args.quiet
+    cfg = DataConfig(root=args.data_root, train_subjects=tuple(args.train_subjects),
+                     test_subjects=tuple(args.test_subjects),
+                     **({"cache_dir": args.cache_dir} if args.cache_dir else {}))
+    views = Views.load(cfg)
+    generator = load_generator(args.checkpoint, args.device, views.data_3d)
+    recognizer = None if args.recognizer.lower() == "none" else load_recognizer(args.recognizer)
+    actions = cfg.actions
+    samples = GeneratedSeed(generator, views, args.per_class, progress)
+    with realism.torch_threads(args.threads):
+        scorer_3d = evaluate.Scorer(views.data_3d.stats, actions, None, generator.bundle.classifier,
+                                    generator.stats)
+        scorer_2d = evaluate.Scorer(views.data_2d.stats, actions, recognizer, None, None)
+        rows_3d, rows_2d = mmd_rows(views, samples, scorer_3d, scorer_2d, args.per_class)
+        summaries = evaluate.run_rows(rows_3d + rows_2d, args.seeds, args.per_class, progress)
+        real_3d = realism.RealSets.load(views.data_3d, args.per_class)
+        real_2d = realism.RealSets.load(views.data_2d, args.per_class)
+        per_seed = [measure_seed(samples, real_3d, real_2d, seed, args.device, progress)
+                    for seed in tqdm(args.seeds, desc="realism and bone lengths", unit="seed",
+                                     disable=not progress)]
+    real_joints = real_3d.motion_reference
+    bones = summarise_bones([m["bone_cv_percent"] for m in per_seed],
+                            {a: bone_cv_percent(j) for a, j in real_joints.items()},
+                            [m["fit_displacement"] for m in per_seed], fit_displacement(real_joints))
+    realism_3d = realism.summarise_seeds([m["3d"] for m in per_seed])
+    return {
+        "command": command,
+        "checkpoint": str(args.checkpoint or "assets/actiongen3d.json"),
+        "checkpoint_meta": generator.bundle.meta,
+        "recognizer": None if recognizer is None else {"path": args.recognizer, **recognizer.meta},
+        "data": {"root": str(cfg.root), **cfg.provenance()},
+        "camera": {"name": views.camera.name, "subject": cfg.train_subjects[0]},
+        "realism_subjects": asdict(real_3d.subjects),
+        "seeds": list(args.seeds), "per_class": args.per_class,
+        "runtime_s": round(time.time() - start, 1),
+        "mmd": summaries[:len(rows_3d)],
+        **realism_3d,  # c2st, motion (mm per frame), occupancy
+        "bone_lengths": bones,
+        "projection_2d": {"mmd": summaries[len(rows_3d):],
+                          "realism": realism.summarise_seeds([m["2d"] for m in per_seed])},
+        "per_seed": [{"3d": m["3d"], "2d": m["2d"], "fit_displacement": m["fit_displacement"]} for m in per_seed],
+    }
+
+
+# ----------------------------------------------------------------------------- reporting
+
+def bones_markdown(bones: dict) -> str:
+    generated, real = bones["generated"], bones["real"]
+    lines = ["| Bone-length CV within a clip (%) | generated: mean over bones | generated: worst bone | "
+             "real: mean over bones | real: worst bone |", "|---|---|---|---|---|"]
+    for action in generated:
+        g, r = generated[action], real[action]
+        lines.append(f"| {action} | {g['cv_percent']:.2f} | {g['worst_bone']} {g['worst_bone_cv_percent']:.2f} | "
+                     f"{r['cv_percent']:.2f} | {r['worst_bone']} {r['worst_bone_cv_percent']:.2f} |")
+    fit = bones["fit_displacement"]
+    verdict = "met" if bones["target_met"] else "NOT met"
+    lines += ["", f"Target: generated <= {bones['target_cv_percent']:.0f} % ({verdict}). The fixed-length fit "
+                  f"(actiongen.bvh.fit_fixed_lengths, the exports' skeleton) moves generated joints by "
+                  f"{fit['generated']['mean_mm']:.1f} mm on average, {fit['generated']['max_mm']:.1f} mm at most "
+                  f"(real clips: {fit['real']['mean_mm']:.1f} / {fit['real']['max_mm']:.1f} mm).", ""]
+    return "\n".join(lines)
+
+
+def to_markdown(report: dict) -> str:
+    """The model card's sections, each table from the module that defines its metric."""
+    common = {"seeds": report["seeds"], "per_class": report["per_class"], "runtime_s": report["runtime_s"],
+              "command": report["command"]}
+    projection = report["projection_2d"]
+    return "\n".join([
+        "### MMD (published protocol, 45-d clips standardised with the 3D training statistics)", "",
+        evaluate.to_markdown({**common, "rows": report["mmd"], "published": [], "realism": None}),
+        "### Realism against real 3D clips (motion statistics in mm per frame)", "",
+        realism.to_markdown({k: report[k] for k in ("c2st", "motion", "occupancy")}),
+        "### Bone-length stability", "", bones_markdown(report["bone_lengths"]),
+        f"### 2D projection (camera {report['camera']['name']}) with the 2D metrics", "",
+        evaluate.to_markdown({**common, "rows": projection["mmd"], "published": list(evaluate.PUBLISHED),
+                              "realism": None}),
+        "Realism of the projection against real 2D clips (dataset units per frame)", "",
+        realism.to_markdown(projection["realism"]),
+    ])
+
+
+def one_line(report: dict) -> str:
+    """MMD against training and S11, C2ST, bone-length CV and the projection's recogniser accuracy."""
+    model = [r for r in report["mmd"] if r["kind"] == "model"]
+    projected = next(r for r in report["projection_2d"]["mmd"] if r["kind"] == "model")
+    mmd = " | ".join(f"MMD vs {r['reference']} {r['metrics']['mmd_avg']['mean']:.3f} / "
+                     f"{r['metrics']['mmd_seq']['mean']:.3f}" for r in model)
+    bones = report["bone_lengths"]["generated"]["all"]
+    accuracy = projected["metrics"]["accuracy_recognizer"]
+    return (f"3D: {mmd} | {realism.one_line({k: report[k] for k in ('c2st', 'motion', 'occupancy')})} | bone CV "
+            f"{bones['cv_percent']:.2f} % | 2D projection: recogniser "
+            + ("n/a" if accuracy is None else f"{accuracy['mean']:.3f}") + f" | {report['runtime_s']:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    try:
+        report = evaluate3d(args, "python -m actiongen.evaluate3d " + shlex.join(argv))
+    except (CheckpointError, H36MDataError) as err:
+        raise SystemExit(f"error: {err}") from err
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1))
+    print(to_markdown(report) if args.markdown else one_line(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -157,7 +157,7 @@ def skeleton_figure_3d(joints: np.ndarray, fps: float, title: str = "", revision
     data.append({"type": "scatter3d", "mode": "lines", "name": "floor", "hoverinfo": "skip", "showlegend": False,
                  "line": {"color": FLOOR_COLOR, "width": 2}, **floor_grid(grid_lo, grid_hi, int(round(floor)))})
     azimuth, elevation = np.radians(OBLIQUE_AZIMUTH_DEG), np.radians(OBLIQUE_ELEVATION_DEG)
-    distance = 1.9  # in units of the scene box's largest side: the whole box in view from any direction
+    distance = 1.5  # in units of the scene box's largest side: close, yet the box stays in view as it turns
     eye = distance * np.array([np.sin(azimuth) * np.cos(elevation), -np.cos(azimuth) * np.cos(elevation),
                                np.sin(elevation)])
     axis = {"showbackground": False, "showgrid": False, "zeroline": False, "showticklabels": False,

@@ -314,7 +314,7 @@ def test_a_broken_checkpoint_is_explained_and_the_page_still_builds(bundle_path,
     status = service.status()
     if change == {"fps": 0} and status is None:
         pytest.skip("this checkpoint loader accepts fps 0")  # the other engineer's validation decides
-    assert status.startswith("No model loaded.") and str(tmp_path) not in status
+    assert status.startswith("No 2D model loaded.") and str(tmp_path) not in status
     app.build_demo(service)
 
 
@@ -347,19 +347,19 @@ def test_view_endpoint_matches_the_in_process_result(client, service):
 def test_gallery_and_export_endpoints_take_the_state(client, service):
     page = state(action="Smoking", seed=4, frames=20)
     assert client.predict(page.to_dict(), api_name="/gallery") == service.gallery(page)
-    preview, gif, mp4, npz, data = client.predict(page.to_dict(), api_name="/export")
+    preview, gif, mp4, npz, data, bvh = client.predict(page.to_dict(), api_name="/export")
     assert preview == gif and gif_duration_ms(gif) == pytest.approx(20 * 60, abs=10)
     assert Path(mp4).read_bytes()[4:8] == b"ftyp"
     with np.load(npz, allow_pickle=False) as arrays:
         assert arrays["joints"].shape == (20, 16, 2)
-    assert json.loads(Path(data).read_text())["seed"] == 4
+    assert json.loads(Path(data).read_text())["seed"] == 4 and bvh is None, "BVH only for 3D"
 
 
 @pytest.mark.parametrize("args, endpoint, message", [
     (values(state())[:1] + ("Jumping",) + values(state())[2:], "/view", "seed must be a whole number"),
     (("Jumping",) + values(state())[1:], "/view", "valid actions: Directions"),
     (("W" * 5000,) + values(state())[1:], "/view", "action is too long (5000 characters"),
-    (values(state())[:7] + (2, 5), "/view", "alpha must be a number from 0.0 to 1.0"),
+    (values(state())[:7] + (2, 5, "2d"), "/view", "alpha must be a number from 0.0 to 1.0"),
     (({"action": "Walking", "seed": -5},), "/export", "seed must be"),
     (({"action": "Walking", "speed": 1},), "/gallery", "unknown state keys ['speed']"),
 ])
@@ -376,7 +376,7 @@ def test_a_call_with_the_wrong_number_of_values_gets_a_readable_error(server):
     call = server.rstrip("/") + "/gradio_api/call/view"
     event = httpx.post(call, json={"data": ["Walking", 1, 50]}).json()["event_id"]
     answer = httpx.get(f"{call}/{event}", timeout=60).text
-    assert "event: error" in answer and "view takes 9 values (action, seed, frames, mode" in answer
+    assert "event: error" in answer and "view takes 10 values (action, seed, frames, mode" in answer
 
 
 def test_large_bodies_uploads_and_private_endpoints_are_refused(server):

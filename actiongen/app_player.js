@@ -118,6 +118,12 @@ if (!window.actiongenPlayer) {
         view.plot.className = 'ag-plot3d';
         view.host.appendChild(view.plot);
         view.svg.style.display = 'none';
+        // A restyle while the user drags the view resets plotly.js's camera controller, so the drag would not
+        // turn it: the pose holds while a pointer is down on the view (the clock runs on) and the camera the
+        // drag leaves is kept, since restyles never touch it.
+        view.plot.addEventListener('pointerdown', () => { view.dragging = true; });
+        window.addEventListener('pointerup', () => { view.dragging = false; });
+        window.addEventListener('pointercancel', () => { view.dragging = false; });
       }
       await Plotly.react(view.plot, figure.data, figure.layout, PLOTLY_CONFIG);
       if (view.pending !== revision) return;
@@ -188,7 +194,7 @@ if (!window.actiongenPlayer) {
       if (t === view.shown) return;
       if (view.plot) {
         // One restyle at a time: a slow machine skips frames instead of queueing them behind the clock.
-        if (view.restyling) return;
+        if (view.restyling || view.dragging) return;
         view.restyling = true;
         window.Plotly.restyle(view.plot, view.frames[t], view.traces)
           .catch((error) => this.errors.push(String(error)))

@@ -305,12 +305,14 @@ def test_frames_second_action_share_and_examples_change_the_clip(page):
 def test_3d_plays_turns_while_playing_and_downloads_bvh(page, tmp_path):
     pick_model(page, "3D")
     wait_for_main(page, "actiongen3d_eating_seed11_80f_blend_smoking_mix0.400")  # the state stays, in 3D
-    assert page.locator("#skeleton svg").is_hidden() and page.locator("#skeleton .ag-plot3d").is_visible()
+    assert page.locator("#skeleton svg.ag-svg").is_hidden() and page.locator("#skeleton .ag-plot3d").is_visible()
     wait_for_view(page, "gallery", "gallery-actiongen3d_eating")  # drawn flat, in the oblique view
     first = page.evaluate(DRAWN_3D)
     page.wait_for_function(f"() => JSON.stringify(({DRAWN_3D})()) !== {json.dumps(json.dumps(first))}",
                            timeout=20_000)  # the 3D figure animates
     eye = page.evaluate(CAMERA_EYE)
+    page.locator("#skeleton").scroll_into_view_if_needed()
+    assert page.evaluate("() => window.actiongenPlayer.playing")
     box = page.eval_on_selector("#skeleton .ag-plot3d", "p => p.getBoundingClientRect().toJSON()")
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(x, y)
@@ -338,7 +340,7 @@ def test_3d_plays_turns_while_playing_and_downloads_bvh(page, tmp_path):
     page.screenshot(path=str(SCREENSHOTS / "desktop-3d.png"), full_page=True)
     pick_model(page, "2D")
     wait_for_main(page, "actiongen_eating_seed11_80f_blend_smoking_mix0.400")
-    assert page.locator("#skeleton svg").is_visible() and page.locator("#download-bvh").is_hidden()
+    assert page.locator("#skeleton svg.ag-svg").is_visible() and page.locator("#download-bvh").is_hidden()
     assert page.evaluate("() => window.actiongenPlayer.errors") == []
     assert_no_problems(page)
 

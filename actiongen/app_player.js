@@ -125,7 +125,10 @@ if (!window.actiongenPlayer) {
         window.addEventListener('pointerup', () => { view.dragging = false; });
         window.addEventListener('pointercancel', () => { view.dragging = false; });
       }
-      await Plotly.react(view.plot, figure.data, figure.layout, PLOTLY_CONFIG);
+      // Without the figure's height, plotly.js fills the view's box (shorter on a phone) instead of spilling
+      // over the play controls under it.
+      const {height, ...layout} = figure.layout;
+      await Plotly.react(view.plot, figure.data, layout, PLOTLY_CONFIG);
       if (view.pending !== revision) return;
       // The skeleton traces' coordinates per frame, as Plotly.restyle takes them.
       view.frames = figure.frames.map((frame) => ({x: frame.data.map((t) => t.x), y: frame.data.map((t) => t.y),

@@ -359,6 +359,8 @@ def test_phone_layout_puts_the_skeleton_first_and_nothing_overlaps(browser, serv
         wait_for_main(phone, "actiongen3d_walking_seed7_50f")
         plot = phone.eval_on_selector("#skeleton .ag-plot3d", "p => p.getBoundingClientRect().toJSON()")
         assert plot["width"] > 0.8 * 390 and plot["height"] > 300
+        transport = phone.eval_on_selector("#skeleton .ag-transport", "t => t.getBoundingClientRect().toJSON()")
+        assert transport["y"] >= plot["y"] + plot["height"] - 1, "the 3D view leaves play and the slider visible"
         assert phone.evaluate("() => document.documentElement.scrollWidth") <= 390
         phone.locator("#skeleton").scroll_into_view_if_needed()
         time.sleep(0.5)

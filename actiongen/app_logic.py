@@ -2,8 +2,7 @@
 
 The page has one state, `PageState` (action, seed, frames, what to show: one action, a blend or switch to a
 second action, or an interpolation towards a second seed, the strip size, and the model: 2D or 3D); every
-control changes it and
-every view and download is drawn from it. This module checks raw input values (they may come from the API,
+control changes it and every view and download is drawn from it. This module checks raw input values (they may come from the API,
 not the UI widgets; long values are refused and never echoed whole), samples through one generator per
 process, caches recent results (bounded LRUs: results, galleries and export files), builds the figures and
 writes export files. `app.py` lays out the page and turns the ValueErrors raised here into readable

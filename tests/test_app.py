@@ -353,6 +353,20 @@ def test_3d_exports_add_a_bvh_file(service_3d):
         assert arrays["joints"].shape == (20, 16, 3)
 
 
+def test_the_api_takes_the_model_choice(service_3d):
+    demo, url = launch(service_3d)
+    try:
+        client = Client(url, verbose=False)
+        page = state(model="3d", frames=20, mode="transition")
+        skeleton, _, _, _, returned, _ = client.predict(*values(page), api_name="/view")
+        assert skeleton == service_3d.view(page).skeleton and returned["model"] == "3d"
+        *_, bvh = client.predict(returned, api_name="/export")
+        assert Path(bvh).name == f"{page.request().slug()}.bvh"
+        assert Path(bvh).read_text().startswith("HIERARCHY")
+    finally:
+        demo.close()
+
+
 def test_a_missing_3d_model_is_explained_and_2d_keeps_working(bundle_path, tmp_path):
     service = ActionGenService(bundle_path, device="cpu", work_dir=tmp_path, checkpoint_3d=tmp_path / "none.json")
     assert service.status("2d") is None

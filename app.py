@@ -1,11 +1,11 @@
-"""ActionGen web app: pick an action and a seed and watch a generated 2D skeleton move.
+"""ActionGen web app: pick an action and a seed and watch a generated 2D or 3D skeleton move.
 
 Runs locally with `python app.py` and as a Hugging Face Space (see the README front matter). The request
 logic lives in `actiongen.app_logic` and the browser player in `actiongen/app_player.js`; this file lays out
 the page, wires the events and sets the server's limits.
 
 The page has one state (`PageState`: action, seed, frames, mode, action B, share of B, seed B, alpha, strip
-size). Every control sends all of it, clamped in the browser to what the control shows, to one endpoint
+size, model). Every control sends all of it, clamped in the browser to what the control shows, to one endpoint
 (`/view`) that draws the main clip and the strip; the gallery and the downloads follow from the state it
 returns. Events read raw values (`preprocess=False`) so bad values sent through the API are checked by the
 same code as the page's and come back as a readable error.
@@ -13,6 +13,7 @@ same code as the page's and come back as a readable error.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import inspect
 import os
 import signal
@@ -44,10 +45,15 @@ MAX_BODY_BYTES = 64 * 1024  # the largest request the page or the API sends is u
 SESSION_CAPACITY = 64
 PLAYER_JS = PLAYER_JS_PATH.read_text()
 RANDOM_SEED_MAX = 99_999  # random seeds stay short enough to remember and type
+# The 3D view's plotly.js: the copy the Python plotly package ships, served as a static file and loaded by
+# the page only when a 3D figure is first shown. Gradio's gr.Plot bundles its own plotly.js but keeps it
+# inside a lazily loaded module that the page's own scripts cannot reach.
+PLOTLY_JS = Path(importlib.util.find_spec("plotly").origin).parent / "package_data" / "plotly.min.js"
+gr.set_static_paths([PLOTLY_JS])
 
 DESCRIPTION = """\
 # ActionGen: stochastic human-action generation
-2D skeletons of 10 Human3.6M actions from a GAN that walks a smooth path through a 12-d latent space
+2D or 3D skeletons of 10 Human3.6M actions from a GAN that walks a smooth path through a 12-d latent space
 ([AAAI 2020](https://arxiv.org/abs/1912.10150), re-implemented in PyTorch). Every seed is a different
 performance of the same action: browse them in the seeds gallery, blend or switch two actions, or
 interpolate between two seeds.
@@ -56,6 +62,7 @@ LICENCE = """\
 Code: MIT licence. The model weights were trained on Human3.6M, whose licence allows non-commercial research
 only: the weights and the clips they generate are for non-commercial research only.
 """
+MODEL_CHOICES = [("2D (camera view)", "2d"), ("3D (turn it, BVH download)", "3d")]
 MODE_CHOICES = [("One action", "one"), ("Blend A + B", "blend"), ("Switch A \u2192 B", "transition"),
                 ("Interpolate seed \u2192 seed B", "interpolate")]
 EXAMPLE_LABELS = ["Walking, seed 7", "Phoning switching to Walking", "Eating blended with Smoking",
@@ -76,6 +83,8 @@ CSS = """
 #strip .ag-view { height: 220px; }
 #gallery .ag-view { height: min(620px, 90vw); cursor: pointer; }
 .ag-empty .ag-view { display: none; }
+.ag-plot3d { width: 100%; height: 100%; }
+body:not([data-model="3d"]) #download-bvh, body:not([data-model="3d"]) #missing-checkpoint-3d { display: none; }
 .ag-transport { display: flex; flex-wrap: wrap; align-items: center; gap: 4px 10px; padding: 4px 8px; }
 .ag-transport input { flex: 1; min-width: 80px; }
 .ag-time { font-variant-numeric: tabular-nums; min-width: 12em; font-size: 0.9em; color: #444; }
@@ -102,8 +111,11 @@ CSS = """
 
 def html_view(elem_id: str, template: str = '<div class="ag-view"></div>') -> gr.HTML:
     """A skeleton view drawn by the page's player (app_player.js) from a figure JSON value."""
+    # Relative, so it also resolves under a proxy's path prefix.
+    plotly_url = f"gradio_api/file={PLOTLY_JS}"
     return gr.HTML(value="", html_template=template, elem_id=elem_id, padding=False,
-                   js_on_load=f"{PLAYER_JS}\nwindow.actiongenPlayer.mount({elem_id!r}, element, props, watch, trigger);")
+                   js_on_load=f"window.actiongenPlotlyUrl = {plotly_url!r};\n{PLAYER_JS}\n"
+                              f"window.actiongenPlayer.mount({elem_id!r}, element, props, watch, trigger);")
 
 
 MAIN_VIEW_TEMPLATE = """\
@@ -145,10 +157,10 @@ class ActionGenBlocks(gr.Blocks):
 
 def build_demo(service: ActionGenService) -> gr.Blocks:
     @user_errors
-    def view(action, seed, frames, mode, action_b, share_b, seed_b, alpha, steps):
-        """The main clip of a page state: (skeleton figure JSON, summary, latent path, probabilities, the
-        checked state, interpolation strip figure JSON or "" outside "interpolate" mode)."""
-        state = PageState.parse(action, seed, frames, mode, action_b, share_b, seed_b, alpha, steps)
+    def view(action, seed, frames, mode, action_b, share_b, seed_b, alpha, steps, model):
+        """The main clip of a page state: (skeleton figure JSON, 2D or 3D, summary, latent path,
+        probabilities, the checked state, interpolation strip figure JSON or "" outside "interpolate" mode)."""
+        state = PageState.parse(action, seed, frames, mode, action_b, share_b, seed_b, alpha, steps, model)
         result = service.view(state)
         return (result.skeleton, result.summary, plot_value(result.latent_path),
                 plot_value(result.probabilities), state.to_dict(), result.strip or "")
@@ -161,18 +173,25 @@ def build_demo(service: ActionGenService) -> gr.Blocks:
 
     @user_errors
     def export(state: Any):
-        """GIF (preview and download), MP4, NPZ and JSON files of a state's main clip."""
+        """GIF (preview and download), MP4, NPZ, JSON and (3D only, else None) BVH files of a state's main
+        clip."""
         files = service.export(PageState.from_dict(state))
-        return files[".gif"], files[".gif"], files[".mp4"], files[".npz"], files[".json"]
+        return files[".gif"], files[".gif"], files[".mp4"], files[".npz"], files[".json"], files.get(".bvh")
 
-    missing = service.status()
+    missing = service.status("2d")
+    missing_3d = service.status("3d")
     defaults = PageState()
     with ActionGenBlocks(title="ActionGen", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(DESCRIPTION, elem_id="intro")
         if missing:
             gr.Markdown(f"**\u26a0\ufe0f {missing}**", elem_id="missing-checkpoint")
+        if missing_3d:  # shown while 3D is picked
+            gr.Markdown(f"**\u26a0\ufe0f {missing_3d}**", elem_id="missing-checkpoint-3d")
         with gr.Row(elem_id="layout"):
             with gr.Column(scale=2, min_width=300, elem_id="controls"):
+                model = gr.Radio(MODEL_CHOICES, value=defaults.model, label="Model", elem_id="model",
+                                 info="3D: world-frame joints in mm; drag the view to turn it."
+                                      + (" Not available yet: no 3D model is loaded." if missing_3d else ""))
                 action = gr.Dropdown(list(ACTIONS), value=defaults.action, label="Action (A)", elem_id="action")
                 with gr.Row():
                     seed = gr.Number(value=defaults.seed, precision=0, minimum=0, maximum=SEED_MAX, scale=3,
@@ -215,10 +234,12 @@ def build_demo(service: ActionGenService) -> gr.Blocks:
                         mp4_file = gr.DownloadButton("Download MP4", elem_id="download-mp4")
                         npz_file = gr.DownloadButton("Download NPZ", elem_id="download-npz")
                         json_file = gr.DownloadButton("Download JSON", elem_id="download-json")
+                        bvh_file = gr.DownloadButton("Download BVH (Blender, Maya)", elem_id="download-bvh")
                 with gr.Accordion("Page state (what /view returns and /gallery and /export take)", open=False):
                     state = gr.JSON(label="State", elem_id="state")
-        controls = [action, seed, frames, mode, action_b, share_b, seed_b, alpha, steps]
-        examples = gr.Examples(EXAMPLES, inputs=controls, label="Examples (click one)", elem_id="examples",
+        controls = [action, seed, frames, mode, action_b, share_b, seed_b, alpha, steps, model]
+        # Examples leave the model as it is: each one shows in 2D or 3D, whichever is picked.
+        examples = gr.Examples(EXAMPLES, inputs=controls[:-1], label="Examples (click one)", elem_id="examples",
                                example_labels=EXAMPLE_LABELS)
         gr.Markdown(LICENCE, elem_id="licence")
 
@@ -233,13 +254,14 @@ def build_demo(service: ActionGenService) -> gr.Blocks:
             (start(view, controls, [skeleton, summary, latent_path, probabilities, state, strip],
                    js="(...values) => window.actiongenPlayer.commit(values)", **names("view"), **model_event)
              .then(gallery, state, gallery_view, **names("gallery"), **model_event)
-             .then(export, state, [gif_preview, gif_file, mp4_file, npz_file, json_file], **names("export"),
+             .then(export, state, [gif_preview, gif_file, mp4_file, npz_file, json_file, bvh_file],
+                   **names("export"),
                    **model_event)
              .then(None, [json_file, state], None,
                    js="(file, state) => window.actiongenPlayer.downloadsReady(file, state)"))
 
-        show_views(functools.partial(gr.on, [demo.load, action.input, frames.input, mode.input, action_b.input,
-                                             share_b.input, alpha.input, steps.input]), public=True)
+        show_views(functools.partial(gr.on, [demo.load, model.input, action.input, frames.input, mode.input,
+                                             action_b.input, share_b.input, alpha.input, steps.input]), public=True)
         # These first put the value that will be used into the seed box: clamped (an empty box keeps the
         # last seed), random, or the seed clicked in the gallery.
         for trigger, set_seed in (
@@ -290,13 +312,15 @@ def launch_options() -> dict:
                 app_kwargs={"middleware": [Middleware(RequestLimits)]}, run_history=False)
 
 
-def checkpoint_from_env() -> Path | None:
-    """ACTIONGEN_CHECKPOINT if set, else None (the shipped assets/actiongen.json)."""
-    value = os.environ.get("ACTIONGEN_CHECKPOINT")
+def checkpoint_from_env(variable: str = "ACTIONGEN_CHECKPOINT") -> Path | None:
+    """The bundle path in `variable` if set (ACTIONGEN_CHECKPOINT: 2D, ACTIONGEN_CHECKPOINT_3D: 3D), else None
+    (the shipped bundle)."""
+    value = os.environ.get(variable)
     return Path(value) if value else None
 
 
-SERVICE = ActionGenService(checkpoint_from_env(), device="auto", gpu=GPU)
+SERVICE = ActionGenService(checkpoint_from_env(), device="auto", gpu=GPU,
+                           checkpoint_3d=checkpoint_from_env("ACTIONGEN_CHECKPOINT_3D"))
 # Gradio serves files from its cache folder and copies any other file there; export files written inside
 # it are served in place, so the service's bounded export cache is all the disk the downloads take.
 os.environ["GRADIO_TEMP_DIR"] = str(SERVICE.work_dir)

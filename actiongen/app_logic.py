@@ -1,8 +1,8 @@
 """What the web app does for each request, free of gradio so it can be tested and benchmarked directly.
 
 The page has one state, `PageState` (action, seed, frames, what to show: one action, a blend or switch to a
-second action, or an interpolation towards a second seed, and the strip size); every control changes it and
-every view and download is drawn from it. This module checks raw input values (they may come from the API,
+second action, or an interpolation towards a second seed, the strip size, and the model: 2D or 3D); every
+control changes it and every view and download is drawn from it. This module checks raw input values (they may come from the API,
 not the UI widgets; long values are refused and never echoed whole), samples through one generator per
 process, caches recent results (bounded LRUs: results, galleries and export files), builds the figures and
 writes export files. `app.py` lays out the page and turns the ValueErrors raised here into readable
@@ -25,9 +25,10 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from . import render
-from .checkpoint import DEFAULT_BUNDLE, CheckpointError
+from .checkpoint import DEFAULT_BUNDLES, CheckpointError
 from .generator import Generator, Sample
-from .plots import figure_json, latent_path_figure, probability_figure, skeleton_figure
+from .plots import figure_json, latent_path_figure, probability_figure, skeleton_figure, skeleton_figure_3d
+from .views import drawable
 from .skeleton import ACTIONS, action_index
 
 FRAMES_MIN, FRAMES_MAX, FRAMES_DEFAULT = 16, 300, 50
@@ -41,6 +42,11 @@ MAX_TEXT = 100  # longer strings are refused before any parsing (no action name 
 # In "transition" mode the class weights move from A to B over this share of the clip.
 TRANSITION_SHARE = 0.25
 DOWNLOAD_SUFFIXES = (".gif", ".mp4", ".npz", ".json")
+DOWNLOAD_SUFFIXES_3D = DOWNLOAD_SUFFIXES + (".bvh",)
+MODELS = tuple(DEFAULT_BUNDLES)  # "2d": the paper's camera-view model; "3d": world-frame joints in mm
+# Why the strip and gallery of a 3D clip are flat: they are drawn by the page's SVG player.
+OBLIQUE_NOTE = ("Drag the 3D view to turn it, even while it plays; the strip and the seeds gallery draw the "
+                "3D clips from the fixed oblique view of the GIF.")
 PLAYER_JS_PATH = Path(__file__).with_name("app_player.js")  # the page's player, loaded by app.py
 
 
@@ -90,6 +96,14 @@ def parse_int(value: Any, name: str, low: int, high: int) -> int:
     return int(number)
 
 
+def parse_model(value: Any) -> str:
+    """"2d" or "3d" (case-insensitive)."""
+    check_length(value, "model")
+    if not isinstance(value, str) or value.lower() not in MODELS:
+        raise ValueError(f"model must be one of {', '.join(MODELS)}; got {shown(value)}")
+    return value.lower()
+
+
 def parse_action(value: Any, name: str = "action") -> str:
     """The canonical spelling of an action name (case-insensitive)."""
     check_length(value, name)
@@ -122,6 +136,7 @@ class Request:
     mode: str = "blend"
     seed_b: int | None = None  # interpolation partner
     alpha: float = 0.0
+    model: str = "2d"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -145,7 +160,7 @@ class Request:
             parts += [self.mode, self.action_b.lower(), f"mix{self.mix:.3f}"]
         if self.seed_b is not None:
             parts += [f"to{self.seed_b}", f"alpha{self.alpha:.3f}"]
-        return "actiongen_" + "_".join(parts)
+        return ("actiongen3d_" if self.model == "3d" else "actiongen_") + "_".join(parts)
 
 
 @dataclass(frozen=True)
@@ -156,7 +171,8 @@ class PageState:
     `mode` says what the main clip is: "one" (the action), "blend" (A and B mixed, B's weight `share_b`),
     "transition" (A switching to B, the last `share_b` of the clip is B) or "interpolate" (the latent point
     `alpha` of the way from seed to seed_b, with a strip of `steps` clips). Fields a mode does not use keep
-    their values, so switching modes back and forth keeps what the user set.
+    their values, so switching modes back and forth keeps what the user set. `model` is "2d" (the paper's
+    camera-view model) or "3d" (world-frame joints, drawn as a 3D figure and exported as BVH too).
     """
 
     action: str = "Walking"
@@ -168,16 +184,17 @@ class PageState:
     seed_b: int = 42
     alpha: float = 0.5
     steps: int = STRIP_DEFAULT
+    model: str = "2d"
 
     @classmethod
     def parse(cls, action: Any, seed: Any, frames: Any, mode: Any, action_b: Any, share_b: Any, seed_b: Any,
-              alpha: Any, steps: Any) -> "PageState":
+              alpha: Any, steps: Any, model: Any = "2d") -> "PageState":
         """A checked state from untrusted values; ValueError naming the first bad one and what is valid."""
         return cls(parse_action(action), parse_int(seed, "seed", 0, SEED_MAX),
                    parse_int(frames, "frames", FRAMES_MIN, FRAMES_MAX), parse_mode(mode),
                    parse_action(action_b, "action_b"), parse_number(share_b, "share_b", 0.0, 1.0),
                    parse_int(seed_b, "seed_b", 0, SEED_MAX), parse_number(alpha, "alpha", 0.0, 1.0),
-                   parse_int(steps, "steps", STRIP_MIN, STRIP_MAX))
+                   parse_int(steps, "steps", STRIP_MIN, STRIP_MAX), parse_model(model))
 
     @classmethod
     def from_dict(cls, raw: Any) -> "PageState":
@@ -198,10 +215,10 @@ class PageState:
         """The main clip (or, with `seed`, the same clip for another seed, without interpolation)."""
         seed = self.seed if seed is None else seed
         if self.mode in MODES:
-            return Request(self.action, seed, self.frames, self.action_b, self.share_b, self.mode)
+            return Request(self.action, seed, self.frames, self.action_b, self.share_b, self.mode, model=self.model)
         if self.mode == "interpolate" and seed == self.seed:
-            return Request(self.action, seed, self.frames, seed_b=self.seed_b, alpha=self.alpha)
-        return Request(self.action, seed, self.frames)
+            return Request(self.action, seed, self.frames, seed_b=self.seed_b, alpha=self.alpha, model=self.model)
+        return Request(self.action, seed, self.frames, model=self.model)
 
     def strip_steps(self) -> int:
         """Clips in the interpolation strip; 0 when the page shows none."""
@@ -281,19 +298,22 @@ def clip_label(sample: Sample) -> str:
 
 
 class ActionGenService:
-    """The app's back end: one generator, cached results, galleries and export files.
+    """The app's back end: one generator per model (2D and 3D), cached results, galleries and export files.
 
-    `checkpoint` is a bundle path (None: the shipped assets/actiongen.json). A missing or broken checkpoint
-    does not stop the app from starting: `status()` says what is wrong and every request raises
-    CheckpointError with that message, until a good file appears. `gpu` wraps the model call (spaces.GPU on
+    `checkpoint` and `checkpoint_3d` are bundle paths (None: the shipped assets/actiongen.json and
+    assets/actiongen3d.json). A missing or broken checkpoint does not stop the app from starting:
+    `status(model)` says what is wrong and every request for that model raises CheckpointError with that
+    message, until a good file appears. `gpu` wraps the model call (spaces.GPU on
     ZeroGPU Spaces). Export files are written under `work_dir` (a fresh `actiongen-app-*` temp folder by
     default, removed with the service); at most `export_cache_size` exports are kept, the oldest deleted.
     """
 
     def __init__(self, checkpoint: Path | str | None = None, device: str = "auto", cache_size: int = 64,
                  export_cache_size: int = 64, work_dir: Path | str | None = None,
-                 gpu: Callable[[Callable], Callable] | None = None) -> None:
-        self.checkpoint = Path(checkpoint) if checkpoint else DEFAULT_BUNDLE
+                 gpu: Callable[[Callable], Callable] | None = None,
+                 checkpoint_3d: Path | str | None = None) -> None:
+        self.checkpoints = {model: Path(path) if path else DEFAULT_BUNDLES[model]
+                            for model, path in (("2d", checkpoint), ("3d", checkpoint_3d))}
         self.device = device
         self.results = LRUCache(cache_size)
         self.galleries = LRUCache(cache_size // 2)
@@ -304,34 +324,44 @@ class ActionGenService:
             weakref.finalize(self, shutil.rmtree, work_dir, ignore_errors=True)  # our own folder: removed with us
         self.work_dir = Path(work_dir)
         self.load_lock = threading.Lock()
-        self._generator: Generator | None = None
+        self._generators: dict[str, Generator] = {}
         self.sample_clip = gpu(self._sample_clip) if gpu else self._sample_clip
         self.sample_strip = gpu(self._sample_strip) if gpu else self._sample_strip
 
     # -- the model
 
-    @property
-    def generator(self) -> Generator:
-        """Loaded on first use and then reused; CheckpointError (without server paths) if missing or broken."""
-        if self._generator is None:
+    def generator(self, model: str = "2d") -> Generator:
+        """The model's generator, loaded on first use and then reused; CheckpointError (without server paths)
+        if its bundle is missing, broken or of the other model's kind."""
+        if model not in self._generators:
             with self.load_lock:
-                if self._generator is None:
-                    try:
-                        self._generator = Generator.load(self.checkpoint, device=self.device)
-                    except CheckpointError as err:
-                        raise CheckpointError(public_message(str(err))) from None
-                    except (ValueError, TypeError, KeyError, IndexError, OSError, RuntimeError) as err:
-                        # Bundle files the loader does not check yet ("weights": null, ...): same message kind.
-                        raise CheckpointError(f"{self.checkpoint.name}: cannot load the bundle "
-                                              f"({type(err).__name__}: {public_message(str(err))[:200]})") from None
-        return self._generator
+                if model not in self._generators:
+                    self._generators[model] = self._load(model)
+        return self._generators[model]
 
-    def status(self) -> str | None:
+    def _load(self, model: str) -> Generator:
+        path = self.checkpoints[model]
+        try:
+            generator = Generator.load(path, device=self.device)
+        except CheckpointError as err:
+            raise CheckpointError(public_message(str(err))) from None
+        except (ValueError, TypeError, KeyError, IndexError, OSError, RuntimeError) as err:
+            # Bundle files the loader does not check yet ("weights": null, ...): same message kind.
+            raise CheckpointError(f"{path.name}: cannot load the bundle "
+                                  f"({type(err).__name__}: {public_message(str(err))[:200]})") from None
+        if f"{generator.dims}d" != model:
+            raise CheckpointError(f"{path.name} is a {generator.dims}D bundle; the {model.upper()} model needs a "
+                                  f"{model.upper()} one")
+        return generator
+
+    def status(self, model: str = "2d") -> str | None:
         """None when the model is loaded, else a message saying what is wrong and how to fix it."""
         try:
-            self.generator
+            self.generator(model)
         except CheckpointError as err:
-            return f"No model loaded. {err}. To use another bundle, set ACTIONGEN_CHECKPOINT to its .json path."
+            variable = "ACTIONGEN_CHECKPOINT_3D" if model == "3d" else "ACTIONGEN_CHECKPOINT"
+            return (f"No {model.upper()} model loaded. {err}. To use another bundle, set {variable} to its "
+                    ".json path.")
         return None
 
     def _sample_clip(self, request: Request) -> Sample:
@@ -343,11 +373,12 @@ class ActionGenService:
                 action = {r.action: 1.0 - r.mix, r.action_b: r.mix}
             else:
                 to_action, transition = r.action_b, r.transition_frames()
-        return self.generator.sample(action, r.seed, r.frames, to_action=to_action, transition=transition,
-                                     seed_b=r.seed_b, alpha=r.alpha if r.seed_b is not None else 0.0)
+        return self.generator(r.model).sample(action, r.seed, r.frames, to_action=to_action, transition=transition,
+                                              seed_b=r.seed_b, alpha=r.alpha if r.seed_b is not None else 0.0)
 
-    def _sample_strip(self, action: str, seed_a: int, seed_b: int, steps: int, frames: int) -> list[Sample]:
-        return self.generator.interpolation_strip(action, seed_a, seed_b, steps=steps, frames=frames)
+    def _sample_strip(self, request: Request, steps: int) -> list[Sample]:
+        r = request
+        return self.generator(r.model).interpolation_strip(r.action, r.seed, r.seed_b, steps=steps, frames=r.frames)
 
     # -- requests
 
@@ -357,21 +388,24 @@ class ActionGenService:
 
     def _answer(self, request: Request, strip_steps: int) -> Result:
         sample = self.sample_clip(request)
-        actions = self.generator.actions
+        actions = self.generator(request.model).actions
         title = f"{clip_label(sample)}, {request.seeds_text()}"
         strip = None
         if strip_steps:
-            clips = self.sample_strip(request.action, request.seed, request.seed_b, strip_steps, request.frames)
+            clips = self.sample_strip(request, strip_steps)
             strip = figure_json(skeleton_figure(
-                np.stack([clip.joints for clip in clips]), sample.fps,
+                drawable(np.stack([clip.joints for clip in clips])), sample.fps,
                 title=f"{request.action}: seed {request.seed} \u2192 seed {request.seed_b}",
                 captions=[f"\u03b1 = {clip.alpha:.2f}" for clip in clips],
                 revision=f"strip-{request.slug()}-{strip_steps}", height=260))
         note = f" {BLEND_NOTE}" if request.action_b is not None and request.mode == "blend" else ""
+        if request.model == "3d":
+            note += f" {OBLIQUE_NOTE}"
+        figure = skeleton_figure_3d if request.model == "3d" else skeleton_figure
         return Result(
             request=request,
             sample=sample,
-            skeleton=figure_json(skeleton_figure(sample.joints, sample.fps, title=title, revision=request.slug())),
+            skeleton=figure_json(figure(sample.joints, sample.fps, title=title, revision=request.slug())),
             latent_path=figure_json(latent_path_figure(sample.latents, sample.fps)),
             probabilities=figure_json(probability_figure(sample.probabilities, actions,
                                                          sample.class_weights.mean(axis=0))),
@@ -393,7 +427,7 @@ class ActionGenService:
 
     def _gallery(self, state: PageState, seeds: list[int]) -> str:
         clips = [self.answer(state.request(seed)).sample for seed in seeds]
-        figure = skeleton_figure(np.stack([clip.joints for clip in clips]), clips[0].fps,
+        figure = skeleton_figure(drawable(np.stack([clip.joints for clip in clips])), clips[0].fps,
                                  captions=[f"seed {seed}" for seed in seeds], columns=GALLERY_COLUMNS,
                                  revision=f"gallery-{state.request(seeds[0]).slug()}-{state.seed}",
                                  selected=seeds.index(state.seed), height=520)
@@ -401,7 +435,8 @@ class ActionGenService:
         return figure_json(figure)
 
     def export(self, state: PageState | Request) -> dict[str, Path]:
-        """GIF, MP4, NPZ and JSON files of the main clip of a state (or of a request), keyed by suffix.
+        """GIF, MP4, NPZ and JSON files (and BVH for a 3D clip) of the main clip of a state (or of a request),
+        keyed by suffix.
 
         The JSON file also records the request (action, mode, second action, mix, seeds, alpha), so it says
         how to make the clip again."""
@@ -412,7 +447,8 @@ class ActionGenService:
         sample = self.answer(request).sample
         # A fresh directory per computation: a concurrent identical request never writes into our files.
         folder = Path(tempfile.mkdtemp(prefix="export-", dir=self.work_dir))
-        files = {suffix: render.export(sample, folder / f"{request.slug()}{suffix}") for suffix in DOWNLOAD_SUFFIXES}
+        suffixes = DOWNLOAD_SUFFIXES_3D if request.model == "3d" else DOWNLOAD_SUFFIXES
+        files = {suffix: render.export(sample, folder / f"{request.slug()}{suffix}") for suffix in suffixes}
         record = json.loads(files[".json"].read_text())
         record["request"] = request.to_dict()
         files[".json"].write_text(json.dumps(record))

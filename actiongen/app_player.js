@@ -5,14 +5,19 @@
 // speed together), an interrupted animate() rejects its promise (page errors), and gr.Plot blanks the plot
 // while a new figure loads. Here a new figure replaces the old one only once it is parsed, in one step.
 // The figures are the Plotly figure dicts that actiongen.plots builds (data, frames, layout.meta); the API
-// returns the same JSON.
+// returns the same JSON. A 3D figure (layout.scene) is drawn by plotly.js instead, on the same clock: each
+// frame is one Plotly.restyle of the skeleton traces, which leaves the camera alone, so the user can turn
+// the view while it plays. plotly.js (window.actiongenPlotlyUrl, set by app.py) is loaded on the first 3D
+// figure only: 2D pages never pay for it.
 //
 // Loaded by each view's js_on_load; the first one defines window.actiongenPlayer.
 if (!window.actiongenPlayer) {
   const SVG = 'http://www.w3.org/2000/svg';
   const SEED_MAX = 4294967295;
   // The page state's fields in the order the events send them (see app.py STATE_INPUTS).
-  const FIELDS = ['action', 'seed', 'frames', 'mode', 'action_b', 'share_b', 'seed_b', 'alpha', 'steps'];
+  const FIELDS = ['action', 'seed', 'frames', 'mode', 'action_b', 'share_b', 'seed_b', 'alpha', 'steps', 'model'];
+  const PLOTLY_CONFIG = {displaylogo: false, responsive: true, scrollZoom: false,
+                         modeBarButtonsToRemove: ['toImage', 'resetCameraLastSave3d']};
   const LIMITS = {seed: [0, SEED_MAX, 1], seed_b: [0, SEED_MAX, 1], frames: [16, 300, 1],
                   share_b: [0, 1, 0], alpha: [0, 1, 0], steps: [3, 9, 1]};
 
@@ -74,9 +79,68 @@ if (!window.actiongenPlayer) {
     attach(view, json) {
       let figure;
       try { figure = JSON.parse(json); } catch (error) { return; }
-      const meta = figure.layout.meta || {};
       const revision = figure.layout.datarevision;
-      if (revision === view.revision) return;
+      if (revision === view.revision || revision === view.pending) return;
+      view.pending = revision;  // a figure still loading plotly.js is dropped if a newer one comes meanwhile
+      if (figure.layout.scene) {
+        this.attach3d(view, figure).catch((error) => this.errors.push(String(error)));
+        return;
+      }
+      if (view.plot) {  // back from 3D: free the WebGL context
+        window.Plotly.purge(view.plot);
+        view.plot.remove();
+        view.plot = null;
+        view.svg.style.display = '';
+      }
+      this.attachSvg(view, figure);
+      this.attached(view, figure);
+    },
+
+    loadPlotly() {
+      if (!this.plotly) {
+        this.plotly = window.Plotly ? Promise.resolve(window.Plotly) : new Promise((resolve, reject) => {
+          const script = document.createElement('script');
+          script.src = window.actiongenPlotlyUrl;
+          script.onload = () => resolve(window.Plotly);
+          script.onerror = () => { this.plotly = null; reject(new Error('plotly.js did not load')); };
+          document.head.appendChild(script);
+        });
+      }
+      return this.plotly;
+    },
+
+    async attach3d(view, figure) {
+      const revision = figure.layout.datarevision;
+      const Plotly = await this.loadPlotly();
+      if (view.pending !== revision) return;
+      if (!view.plot) {
+        view.plot = document.createElement('div');
+        view.plot.className = 'ag-plot3d';
+        view.host.appendChild(view.plot);
+        view.svg.style.display = 'none';
+        // A restyle while the user drags the view resets plotly.js's camera controller, so the drag would not
+        // turn it: the pose holds while a pointer is down on the view (the clock runs on) and the camera the
+        // drag leaves is kept, since restyles never touch it.
+        view.plot.addEventListener('pointerdown', () => { view.dragging = true; });
+        window.addEventListener('pointerup', () => { view.dragging = false; });
+        window.addEventListener('pointercancel', () => { view.dragging = false; });
+      }
+      // Without the figure's height, plotly.js fills the view's box (shorter on a phone) instead of spilling
+      // over the play controls under it.
+      const {height, ...layout} = figure.layout;
+      await Plotly.react(view.plot, figure.data, layout, PLOTLY_CONFIG);
+      if (view.pending !== revision) return;
+      // The skeleton traces' coordinates per frame, as Plotly.restyle takes them.
+      view.frames = figure.frames.map((frame) => ({x: frame.data.map((t) => t.x), y: frame.data.map((t) => t.y),
+                                                   z: frame.data.map((t) => t.z)}));
+      view.count = view.frames.length;
+      view.traces = figure.frames[0].traces;
+      view.restyling = false;
+      this.attached(view, figure);
+    },
+
+    attachSvg(view, figure) {
+      const meta = figure.layout.meta || {};
       const [x0, x1] = figure.layout.xaxis.range;
       const [yBottom, yTop] = figure.layout.yaxis.range;
       view.svg.setAttribute('viewBox', `${x0} ${yTop} ${x1 - x0} ${yBottom - yTop}`);
@@ -108,7 +172,12 @@ if (!window.actiongenPlayer) {
           view.select.setAttribute(key, value);
         }
       }
-      view.revision = revision;
+    },
+
+    // Bookkeeping after a figure is on screen: the clock restarts with a new main clip.
+    attached(view, figure) {
+      const meta = figure.layout.meta || {};
+      view.revision = figure.layout.datarevision;
       view.wraps = 0;
       const now = performance.now();
       if (view.name === 'skeleton') {
@@ -126,11 +195,20 @@ if (!window.actiongenPlayer) {
       if (!view.count) return;
       const t = ((frame % view.count) + view.count) % view.count;
       if (t === view.shown) return;
+      if (view.plot) {
+        // One restyle at a time: a slow machine skips frames instead of queueing them behind the clock.
+        if (view.restyling || view.dragging) return;
+        view.restyling = true;
+        window.Plotly.restyle(view.plot, view.frames[t], view.traces)
+          .catch((error) => this.errors.push(String(error)))
+          .finally(() => { view.restyling = false; });
+      } else {
+        view.frames[t].forEach(([line, dots], i) => {
+          view.layers[i].line.setAttribute('d', line);
+          view.layers[i].dots.setAttribute('d', dots);
+        });
+      }
       if (t < view.shown) view.wraps += 1;
-      view.frames[t].forEach(([line, dots], i) => {
-        view.layers[i].line.setAttribute('d', line);
-        view.layers[i].dots.setAttribute('d', dots);
-      });
       view.shown = t;
     },
 
@@ -202,6 +280,7 @@ if (!window.actiongenPlayer) {
     commit(values, overrides = {}) {
       const state = this.normalise({...Object.fromEntries(FIELDS.map((field, i) => [field, values[i]])), ...overrides});
       const key = JSON.stringify(state);
+      document.body.dataset.model = state.model;  // shows what only one model has (the BVH download, notes)
       if (key !== this.committedKey) {
         this.committedKey = key;
         this.commitAt = performance.now();

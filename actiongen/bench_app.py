@@ -1,7 +1,8 @@
 """Web-app benchmark: `python -m actiongen.bench --app` (or `python -m actiongen.bench_app`).
 
 Prints numbers, asserts nothing (the tests assert behaviour):
-1. in process: one page request (sample + figures) for 50 and 300 frames, and its model share;
+1. in process: one page request (sample + figures) for 50 and 300 frames, and its model share, for the 2D
+   model and (when its bundle is there) the 3D one;
 2. in Chromium (/usr/bin/chromium via Playwright), against `python app.py`: control change (a new seed
    committed) -> the new clip drawn, median and p90, and the framework's share (browser time minus the
    in-process request);
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .app_logic import MODES, ActionGenService, PageState
-from .checkpoint import DEFAULT_BUNDLE
+from .checkpoint import DEFAULT_BUNDLE, DEFAULT_BUNDLES
 from .skeleton import ACTIONS
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
@@ -51,22 +52,23 @@ def folder_mb(folder: Path) -> float:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
 
 
-def in_process(service: ActionGenService, repeats: int) -> float:
-    """Prints request and model latency; returns the median 50-frame request in seconds."""
-    print("\n1. in process (sample + figures), new seed every time")
-    service.view(PageState(seed=0))
+def in_process(service: ActionGenService, repeats: int, model: str = "2d") -> float:
+    """Prints request and model latency of `model`; returns the median 50-frame request in seconds."""
+    print(f"\n1. in process, {model.upper()} model (sample + figures), new seed every time")
+    service.view(PageState(seed=0, model=model))
     median_50 = 0.0
     for frames in (50, 300):
-        total, model = [], []
+        total, sampling = [], []
         for seed in range(1, repeats + 1):
             start = time.perf_counter()
-            service.sample_clip(PageState(seed=seed, frames=frames).request())
-            model.append(time.perf_counter() - start)
+            service.sample_clip(PageState(seed=seed, frames=frames, model=model).request())
+            sampling.append(time.perf_counter() - start)
             start = time.perf_counter()
-            result = service.view(PageState(seed=10_000 + seed, frames=frames))
+            result = service.view(PageState(seed=10_000 + seed, frames=frames, model=model))
             total.append(time.perf_counter() - start)
         size = len(result.skeleton) + len(result.latent_path) + len(result.probabilities)
-        print(f"  {frames:3d} frames: request {ms(total)}; model {ms(model)}; figure JSON {size / 1024:.0f} KiB")
+        print(f"  {frames:3d} frames: request {ms(total)}; model {ms(sampling)}; figure JSON {size / 1024:.0f} KiB "
+              f"(skeleton {len(result.skeleton) / 1024:.0f} KiB)")
         median_50 = median_50 or float(np.median(total))
     return median_50
 
@@ -229,6 +231,7 @@ def exports(server: AppServer, count: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m actiongen.bench --app", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, help="bundle .json (default: the shipped one)")
+    parser.add_argument("--checkpoint-3d", type=Path, help="3D bundle .json (default: the shipped one, if there)")
     parser.add_argument("--repeats", type=int, default=20, help="in-process requests per size")
     parser.add_argument("--changes", type=int, default=30, help="browser changes timed")
     parser.add_argument("--clients", type=int, default=100)
@@ -237,10 +240,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip", nargs="*", default=[], choices=["browser", "load", "memory", "exports"])
     args = parser.parse_args(argv)
     checkpoint = args.checkpoint or DEFAULT_BUNDLE
+    checkpoint_3d = args.checkpoint_3d or DEFAULT_BUNDLES["3d"]
     print(f"checkpoint {checkpoint.name}; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory(prefix="actiongen-bench-") as work:
-        service = ActionGenService(checkpoint, device="cpu", work_dir=work)
+        service = ActionGenService(checkpoint, device="cpu", work_dir=work, checkpoint_3d=checkpoint_3d)
         request_s = in_process(service, args.repeats)
+        if service.status("3d") is None:
+            in_process(service, args.repeats, model="3d")
+        else:
+            print(f"\n1. (3D skipped: {service.status('3d')})")
         server = AppServer(args.checkpoint)
         try:
             if "browser" not in args.skip:

@@ -1,8 +1,9 @@
-"""Plotly figures as plain dicts: the animated 2D skeleton, the latent path z_t and the class probabilities.
+"""Plotly figures as plain dicts: the animated 2D and 3D skeletons, the latent path z_t and the class
+probabilities.
 
 Figures are built as dicts and serialised with `json` instead of through `plotly.graph_objects`: validating
 a `go.Figure` with a few hundred animation frames costs more than the whole model call. Coordinates are
-rounded to 0.1 px, which is invisible on screen and keeps the JSON small.
+rounded to 0.1 px (3D: 1 mm), which is invisible on screen and keeps the JSON small.
 """
 from __future__ import annotations
 
@@ -11,7 +12,12 @@ import json
 import numpy as np
 
 from .render import SIDE_COLORS
-from .skeleton import BONES
+from .skeleton import BONES, JOINT_NAMES
+from .views import OBLIQUE_AZIMUTH_DEG, OBLIQUE_ELEVATION_DEG
+
+FEET = [JOINT_NAMES.index("LFoot"), JOINT_NAMES.index("RFoot")]
+FLOOR_STEP_MM = 250.0  # floor grid spacing: a quarter metre, so step lengths can be read off the floor
+FLOOR_COLOR = "#c8c8c8"
 
 SIDE_NAMES: dict[str, str] = {"left": "left side", "right": "right side", "center": "spine / head"}
 
@@ -36,20 +42,22 @@ def side_chains(bones: tuple[tuple[int, int, str], ...] = BONES) -> dict[str, li
 CHAINS = side_chains()
 
 
-def polyline_coords(clips: np.ndarray, chain: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """x and y of one side for every time step of clips (T, K, 16, 2), the K skeletons one after another.
+def polyline_coords(clips: np.ndarray, chain: list[int], decimals: int = 1) -> tuple[np.ndarray, ...]:
+    """Coordinates of one side for every time step of clips (T, K, 16, D), the K skeletons one after another.
 
-    Returns two object arrays (T, n) of rounded coordinates with None between strokes and between skeletons,
-    so that row t is the trace's data at frame t.
+    Returns D object arrays (T, n) of coordinates rounded to `decimals` (whole numbers as ints) with None
+    between strokes and between skeletons, so that row t is the trace's data at frame t.
     """
     index = np.asarray(chain + [-1])  # the trailing -1 separates a skeleton from the next one
-    points = np.round(clips[:, :, np.maximum(index, 0)].astype(np.float64), 1)  # (T, K, len(chain) + 1, 2)
-    points = points.reshape(points.shape[0], -1, 2)[:, :-1]  # no separator after the last skeleton
+    points = np.round(clips[:, :, np.maximum(index, 0)].astype(np.float64), decimals)  # (T, K, len(chain)+1, D)
+    if decimals <= 0:
+        points = points.astype(np.int64)  # "812" rather than "812.0" in the JSON
+    points = points.reshape(points.shape[0], -1, points.shape[-1])[:, :-1]  # no separator after the last one
     gap = np.tile(index < 0, clips.shape[1])[:-1]
-    xs, ys = points[..., 0].astype(object), points[..., 1].astype(object)
-    xs[:, gap] = None
-    ys[:, gap] = None
-    return xs, ys
+    coords = tuple(points[..., k].astype(object) for k in range(points.shape[-1]))
+    for values in coords:
+        values[:, gap] = None
+    return coords
 
 
 def view_bounds(joints: np.ndarray, pad: float = 0.06) -> tuple[float, float, float, float]:
@@ -113,6 +121,82 @@ def skeleton_figure(joints: np.ndarray, fps: float, title: str = "", captions: l
     frame_list = [{"name": str(t), "data": traces, "traces": list(range(len(traces)))}
                   for t, traces in enumerate(frame_traces)]
     return {"data": data, "layout": layout, "frames": frame_list}
+
+
+def skeleton_figure_3d(joints: np.ndarray, fps: float, title: str = "", revision: str = "",
+                       height: int = 460) -> dict:
+    """Animated Plotly 3D figure of one clip (T, 16, 3) of world joints in mm, z up.
+
+    Traces 0-2 are the right side, the left side and the spine (Scatter3d polylines, one per side colour);
+    `frames[t]` restyles only those. Trace 3 is a floor grid at the lowest foot height of the whole clip,
+    reaching a little beyond where the feet go. The axis ranges hold every pose of the clip (and the floor),
+    and the aspect ratio is proportional to the ranges, so one millimetre is as long on every axis and bones
+    keep their length however the camera turns. The camera starts where the exports' oblique view looks
+    from; `uirevision` is the same for every 3D clip, so a camera the user turned stays turned when the clip
+    plays on or changes. As in `skeleton_figure`, the page plays the frames on its own clock (`layout.meta`).
+    """
+    clip = np.asarray(joints, dtype=np.float64)
+    frames = clip.shape[0]
+    floor = float(clip[:, FEET, 2].min())
+    lo, hi = clip.reshape(-1, 3).min(axis=0), clip.reshape(-1, 3).max(axis=0)
+    lo[2] = min(lo[2], floor)
+    # The floor reaches half a grid step beyond the feet's footprint, on grid lines at multiples of the step.
+    grid_lo = np.floor((lo[:2] - FLOOR_STEP_MM / 2) / FLOOR_STEP_MM) * FLOOR_STEP_MM
+    grid_hi = np.ceil((hi[:2] + FLOOR_STEP_MM / 2) / FLOOR_STEP_MM) * FLOOR_STEP_MM
+    lo[:2], hi[:2] = np.minimum(lo[:2], grid_lo), np.maximum(hi[:2], grid_hi)
+    margin = 0.04 * float((hi - lo).max())
+    lo, hi = np.round(lo - margin), np.round(hi + margin)
+    lo, hi = lo.astype(int), hi.astype(int)
+    span = hi - lo
+    sides = {side: polyline_coords(clip[:, None], chain, decimals=0) for side, chain in CHAINS.items()}
+    frame_traces = [[{"x": xs[t].tolist(), "y": ys[t].tolist(), "z": zs[t].tolist()} for xs, ys, zs in sides.values()]
+                    for t in range(frames)]
+    data = [{"type": "scatter3d", "mode": "lines+markers", "name": SIDE_NAMES[side], "hoverinfo": "skip",
+             "line": {"color": SIDE_COLORS[side], "width": 7}, "marker": {"color": SIDE_COLORS[side], "size": 3},
+             **coords} for side, coords in zip(sides, frame_traces[0])]
+    data.append({"type": "scatter3d", "mode": "lines", "name": "floor", "hoverinfo": "skip", "showlegend": False,
+                 "line": {"color": FLOOR_COLOR, "width": 2}, **floor_grid(grid_lo, grid_hi, int(round(floor)))})
+    azimuth, elevation = np.radians(OBLIQUE_AZIMUTH_DEG), np.radians(OBLIQUE_ELEVATION_DEG)
+    distance = 1.5  # in units of the scene box's largest side: close, yet the box stays in view as it turns
+    eye = distance * np.array([np.sin(azimuth) * np.cos(elevation), -np.cos(azimuth) * np.cos(elevation),
+                               np.sin(elevation)])
+    axis = {"showbackground": False, "showgrid": False, "zeroline": False, "showticklabels": False,
+            "title": {"text": ""}, "showspikes": False}
+    layout = {
+        "title": {"text": title, "x": 0.5, "font": {"size": 15}},
+        "height": height,
+        "margin": {"l": 0, "r": 0, "t": 40 if title else 0, "b": 0},
+        "showlegend": False,
+        "scene": {
+            **{f"{name}axis": {**axis, "range": [int(lo[k]), int(hi[k])]} for k, name in enumerate("xyz")},
+            "aspectmode": "manual",
+            "aspectratio": dict(zip("xyz", np.round(span / span.max(), 4).tolist())),
+            "camera": {"eye": dict(zip("xyz", np.round(eye, 3).tolist())), "up": {"x": 0, "y": 0, "z": 1},
+                       "center": {"x": 0, "y": 0, "z": 0}},
+            "dragmode": "turntable",
+        },
+        "uirevision": "skeleton-3d",
+        "paper_bgcolor": "#ffffff",
+        "datarevision": revision,
+        "meta": {"fps": fps, "frames": frames, "columns": 1, "rows": 1, "selected": None, "dims": 3},
+    }
+    frame_list = [{"name": str(t), "data": traces, "traces": list(range(len(traces)))}
+                  for t, traces in enumerate(frame_traces)]
+    return {"data": data, "layout": layout, "frames": frame_list}
+
+
+def floor_grid(lo: np.ndarray, hi: np.ndarray, height: float) -> dict:
+    """x, y, z of a grid of lines FLOOR_STEP_MM apart over the rectangle lo..hi (x, y) at z = height, as one
+    trace with None between the lines."""
+    xs, ys = (np.arange(lo[k], hi[k] + FLOOR_STEP_MM / 2, FLOOR_STEP_MM).round().astype(int).tolist() for k in range(2))
+    x, y = [], []
+    for value in xs:
+        x += [value, value, None]
+        y += [ys[0], ys[-1], None]
+    for value in ys:
+        x += [xs[0], xs[-1], None]
+        y += [value, value, None]
+    return {"x": x[:-1], "y": y[:-1], "z": [None if v is None else height for v in x[:-1]]}
 
 
 def pca_2d(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

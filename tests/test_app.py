@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network calls from the servers under test
@@ -314,8 +315,76 @@ def test_a_broken_checkpoint_is_explained_and_the_page_still_builds(bundle_path,
     status = service.status()
     if change == {"fps": 0} and status is None:
         pytest.skip("this checkpoint loader accepts fps 0")  # the other engineer's validation decides
-    assert status.startswith("No model loaded.") and str(tmp_path) not in status
+    assert status.startswith("No 2D model loaded.") and str(tmp_path) not in status
     app.build_demo(service)
+
+
+@pytest.fixture(scope="module")
+def service_3d(bundle_path, random_bundle_3d_path, tmp_path_factory) -> ActionGenService:
+    return ActionGenService(bundle_path, device="cpu", work_dir=tmp_path_factory.mktemp("work3d"),
+                            checkpoint_3d=random_bundle_3d_path)
+
+
+def test_the_3d_model_draws_a_3d_figure_and_flat_strip_and_gallery(service_3d):
+    page = state(model="3d", mode="interpolate", steps=3, frames=20)
+    result = service_3d.view(page)
+    skeleton = json.loads(result.skeleton)
+    assert skeleton["data"][0]["type"] == "scatter3d" and len(skeleton["frames"]) == 20
+    assert result.sample.joints.shape == (20, 16, 3) and skeleton["layout"]["datarevision"].startswith("actiongen3d_")
+    assert "oblique view" in result.summary, "the page says how the strip and gallery draw 3D clips"
+    for flat in (result.strip, service_3d.gallery(page)):
+        assert json.loads(flat)["data"][0]["type"] == "scatter"
+    two_d = service_3d.view(replace(page, model="2d"))
+    assert json.loads(two_d.skeleton)["data"][0]["type"] == "scatter" and two_d.sample.joints.shape[-1] == 2
+
+
+def test_3d_mixing_changes_the_clip(service_3d):
+    one = service_3d.view(state(model="3d", frames=20)).sample
+    blend = service_3d.view(state(model="3d", frames=20, mode="blend", share_b=0.5)).sample
+    assert blend.class_weights[0].max() == pytest.approx(0.5) and not np.array_equal(one.joints, blend.joints)
+
+
+def test_3d_exports_add_a_bvh_file(service_3d):
+    files = service_3d.export(state(model="3d", frames=20))
+    assert set(files) == {".gif", ".mp4", ".npz", ".json", ".bvh"}
+    assert files[".bvh"].name == "actiongen3d_walking_seed7_20f.bvh"
+    assert files[".bvh"].read_text().startswith("HIERARCHY") and "Frames: 20" in files[".bvh"].read_text()
+    with np.load(files[".npz"], allow_pickle=False) as arrays:
+        assert arrays["joints"].shape == (20, 16, 3)
+
+
+def test_the_api_takes_the_model_choice(service_3d):
+    demo, url = launch(service_3d)
+    try:
+        client = Client(url, verbose=False)
+        page = state(model="3d", frames=20, mode="transition")
+        skeleton, _, _, _, returned, _ = client.predict(*values(page), api_name="/view")
+        assert skeleton == service_3d.view(page).skeleton and returned["model"] == "3d"
+        *_, bvh = client.predict(returned, api_name="/export")
+        assert Path(bvh).name == f"{page.request().slug()}.bvh"
+        assert Path(bvh).read_text().startswith("HIERARCHY")
+    finally:
+        demo.close()
+
+
+def test_a_missing_3d_model_is_explained_and_2d_keeps_working(bundle_path, tmp_path):
+    service = ActionGenService(bundle_path, device="cpu", work_dir=tmp_path, checkpoint_3d=tmp_path / "none.json")
+    assert service.status("2d") is None
+    status = service.status("3d")
+    assert status.startswith("No 3D model loaded.") and "ACTIONGEN_CHECKPOINT_3D" in status
+    with pytest.raises(CheckpointError, match="not found"):
+        service.view(state(model="3d"))
+    assert service.view(state()).sample.joints.shape[-1] == 2
+    demo = app.build_demo(service)
+    warnings = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "missing-checkpoint-3d"]
+    assert len(warnings) == 1 and "No 3D model loaded" in warnings[0].value
+    switch = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "model")
+    assert "no 3D model is loaded" in switch.info
+
+
+def test_a_bundle_of_the_other_kind_is_refused(bundle_path, random_bundle_3d_path, tmp_path):
+    swapped = ActionGenService(random_bundle_3d_path, device="cpu", work_dir=tmp_path, checkpoint_3d=bundle_path)
+    assert "is a 3D bundle" in swapped.status("2d") and "is a 2D bundle" in swapped.status("3d")
 
 
 def test_every_server_event_shares_one_concurrency_limit(service):
@@ -347,20 +416,21 @@ def test_view_endpoint_matches_the_in_process_result(client, service):
 def test_gallery_and_export_endpoints_take_the_state(client, service):
     page = state(action="Smoking", seed=4, frames=20)
     assert client.predict(page.to_dict(), api_name="/gallery") == service.gallery(page)
-    preview, gif, mp4, npz, data = client.predict(page.to_dict(), api_name="/export")
+    preview, gif, mp4, npz, data, bvh = client.predict(page.to_dict(), api_name="/export")
     assert preview == gif and gif_duration_ms(gif) == pytest.approx(20 * 60, abs=10)
     assert Path(mp4).read_bytes()[4:8] == b"ftyp"
     with np.load(npz, allow_pickle=False) as arrays:
         assert arrays["joints"].shape == (20, 16, 2)
-    assert json.loads(Path(data).read_text())["seed"] == 4
+    assert json.loads(Path(data).read_text())["seed"] == 4 and bvh is None, "BVH only for 3D"
 
 
 @pytest.mark.parametrize("args, endpoint, message", [
     (values(state())[:1] + ("Jumping",) + values(state())[2:], "/view", "seed must be a whole number"),
     (("Jumping",) + values(state())[1:], "/view", "valid actions: Directions"),
     (("W" * 5000,) + values(state())[1:], "/view", "action is too long (5000 characters"),
-    (values(state())[:7] + (2, 5), "/view", "alpha must be a number from 0.0 to 1.0"),
+    (values(state())[:7] + (2, 5, "2d"), "/view", "alpha must be a number from 0.0 to 1.0"),
     (({"action": "Walking", "seed": -5},), "/export", "seed must be"),
+    (values(state())[:9] + ("4d",), "/view", "model must be one of 2d, 3d"),
     (({"action": "Walking", "speed": 1},), "/gallery", "unknown state keys ['speed']"),
 ])
 def test_bad_api_input_gives_a_readable_error_and_the_server_keeps_serving(server, args, endpoint, message):
@@ -376,7 +446,7 @@ def test_a_call_with_the_wrong_number_of_values_gets_a_readable_error(server):
     call = server.rstrip("/") + "/gradio_api/call/view"
     event = httpx.post(call, json={"data": ["Walking", 1, 50]}).json()["event_id"]
     answer = httpx.get(f"{call}/{event}", timeout=60).text
-    assert "event: error" in answer and "view takes 9 values (action, seed, frames, mode" in answer
+    assert "event: error" in answer and "view takes 10 values (action, seed, frames, mode" in answer
 
 
 def test_large_bodies_uploads_and_private_endpoints_are_refused(server):

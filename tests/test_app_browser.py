@@ -2,10 +2,11 @@
 
 Never `playwright install`: the tests use /usr/bin/chromium and skip when it is missing. One server for the
 module; the desktop tests share one page and run in file order (load and loop, pause, modes and the views
-that follow them, seed typing, clamping, downloads, gallery), then a phone-sized page. Every test that looks
+that follow them, seed typing, clamping, downloads, gallery, then the 3D model), then a phone-sized page. Every test that looks
 at the page also checks that no console error or page error happened so far. Screenshots go to
 SCREENSHOTS (printed), to be looked at.
 """
+import json
 import os
 import time
 from pathlib import Path
@@ -30,9 +31,10 @@ MAIN = "() => { const v = window.actiongenPlayer.views.skeleton; return {revisio
 
 
 @pytest.fixture(scope="module")
-def server(synthetic_data, tmp_path_factory):
+def server(synthetic_data, random_bundle_3d_path, tmp_path_factory):
     bundle = write_random_bundle(tmp_path_factory.mktemp("bundle") / "model.json", synthetic_data.stats)
-    demo, url = launch(ActionGenService(bundle, device="cpu", work_dir=tmp_path_factory.mktemp("work")))
+    demo, url = launch(ActionGenService(bundle, device="cpu", work_dir=tmp_path_factory.mktemp("work"),
+                                        checkpoint_3d=random_bundle_3d_path))
     yield url
     demo.close()
 
@@ -102,6 +104,15 @@ def pick_mode(page, label: str) -> None:
 def type_number(page, selector: str, text: str) -> None:
     page.fill(selector, "")
     page.type(selector, text, delay=60)
+
+
+# The 3D view: the skeleton traces' drawn coordinates and the camera plotly.js draws with.
+DRAWN_3D = "() => window.actiongenPlayer.views.skeleton.plot.data.slice(0, 3).map(t => [t.x, t.y, t.z])"
+CAMERA_EYE = "() => window.actiongenPlayer.views.skeleton.plot._fullLayout.scene._scene.getCamera().eye"
+
+
+def pick_model(page, label: str) -> None:
+    page.locator("#model label", has_text=label).click()
 
 
 def assert_no_problems(page) -> None:
@@ -291,6 +302,49 @@ def test_frames_second_action_share_and_examples_change_the_clip(page):
     assert_no_problems(page)
 
 
+def test_3d_plays_turns_while_playing_and_downloads_bvh(page, tmp_path):
+    pick_model(page, "3D")
+    wait_for_main(page, "actiongen3d_eating_seed11_80f_blend_smoking_mix0.400")  # the state stays, in 3D
+    assert page.locator("#skeleton svg.ag-svg").is_hidden() and page.locator("#skeleton .ag-plot3d").is_visible()
+    wait_for_view(page, "gallery", "gallery-actiongen3d_eating")  # drawn flat, in the oblique view
+    first = page.evaluate(DRAWN_3D)
+    page.wait_for_function(f"() => JSON.stringify(({DRAWN_3D})()) !== {json.dumps(json.dumps(first))}",
+                           timeout=20_000)  # the 3D figure animates
+    eye = page.evaluate(CAMERA_EYE)
+    page.locator("#skeleton").scroll_into_view_if_needed()
+    assert page.evaluate("() => window.actiongenPlayer.playing")
+    box = page.eval_on_selector("#skeleton .ag-plot3d", "p => p.getBoundingClientRect().toJSON()")
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    for step in range(1, 16):  # a slow drag, so frames are drawn while the user turns the view
+        page.mouse.move(x + 12 * step, y + 2 * step)
+        time.sleep(0.05)
+    page.mouse.up()
+    turned = page.evaluate(CAMERA_EYE)
+    assert abs(turned["x"] - eye["x"]) + abs(turned["y"] - eye["y"]) > 0.3, "the drag turned the view"
+    before = page.evaluate(MAIN)
+    drawn = page.evaluate(DRAWN_3D)
+    time.sleep(1.5)
+    after = page.evaluate(MAIN)
+    assert (after["shown"], after["wraps"]) != (before["shown"], before["wraps"]), "it plays on after the turn"
+    assert page.evaluate(DRAWN_3D) != drawn, "and the drawn skeleton keeps moving"
+    assert page.evaluate(CAMERA_EYE) == pytest.approx(turned, abs=1e-6), "the camera stays where the user put it"
+    page.wait_for_selector("#downloads:not(.ag-stale)", timeout=60_000)
+    with page.expect_download(timeout=30_000) as download:
+        page.click("#download-bvh")
+    target = tmp_path / download.value.suggested_filename
+    download.value.save_as(target)
+    assert target.name == "actiongen3d_eating_seed11_80f_blend_smoking_mix0.400.bvh"
+    assert target.read_text().startswith("HIERARCHY")
+    page.screenshot(path=str(SCREENSHOTS / "desktop-3d.png"), full_page=True)
+    pick_model(page, "2D")
+    wait_for_main(page, "actiongen_eating_seed11_80f_blend_smoking_mix0.400")
+    assert page.locator("#skeleton svg.ag-svg").is_visible() and page.locator("#download-bvh").is_hidden()
+    assert page.evaluate("() => window.actiongenPlayer.errors") == []
+    assert_no_problems(page)
+
+
 def test_phone_layout_puts_the_skeleton_first_and_nothing_overlaps(browser, server):
     phone = open_page(browser, server, {"width": 390, "height": 844})
     try:
@@ -301,6 +355,16 @@ def test_phone_layout_puts_the_skeleton_first_and_nothing_overlaps(browser, serv
         assert phone.evaluate("() => document.documentElement.scrollWidth") <= 390, "no sideways scrolling"
         phone.wait_for_function("() => window.actiongenPlayer.views.skeleton.wraps >= 1", timeout=20_000)
         phone.screenshot(path=str(SCREENSHOTS / "phone.png"))
+        pick_model(phone, "3D")
+        wait_for_main(phone, "actiongen3d_walking_seed7_50f")
+        plot = phone.eval_on_selector("#skeleton .ag-plot3d", "p => p.getBoundingClientRect().toJSON()")
+        assert plot["width"] > 0.8 * 390 and plot["height"] > 300
+        transport = phone.eval_on_selector("#skeleton .ag-transport", "t => t.getBoundingClientRect().toJSON()")
+        assert transport["y"] >= plot["y"] + plot["height"] - 1, "the 3D view leaves play and the slider visible"
+        assert phone.evaluate("() => document.documentElement.scrollWidth") <= 390
+        phone.locator("#skeleton").scroll_into_view_if_needed()
+        time.sleep(0.5)
+        phone.screenshot(path=str(SCREENSHOTS / "phone-3d.png"))
         assert_no_problems(phone)
     finally:
         phone.close()

@@ -3,9 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from actiongen.plots import (CHAINS, figure_json, latent_path_figure, pca_2d, probability_figure, side_chains,
-                             skeleton_figure, view_bounds)
-from actiongen.skeleton import ACTIONS, BONES
+from actiongen.plots import (CHAINS, FLOOR_STEP_MM, SIDE_NAMES, figure_json, latent_path_figure, pca_2d,
+                             probability_figure, side_chains, skeleton_figure, skeleton_figure_3d, view_bounds)
+from actiongen.render import SIDE_COLORS
+from actiongen.skeleton import ACTIONS, BONES, JOINT_NAMES
 
 
 def walking_joints(frames: int, seed: int = 0) -> np.ndarray:
@@ -179,3 +180,68 @@ def test_one_clip_and_a_strip_of_one_clip_draw_the_same():
     one = skeleton_figure(joints, fps=50 / 3)
     many = skeleton_figure(joints[None], fps=50 / 3)
     assert one["frames"] == many["frames"]
+
+
+def walking_joints_3d(frames: int) -> np.ndarray:
+    """(T, 16, 3) world poses in mm, z up: the 2D walker stood up in the x-z plane (feet about 900 mm below
+    the hip), its limbs also swinging along y, and the whole body bobbing up and down."""
+    flat = walking_joints(frames).astype(np.float64) * 5.0
+    joints = np.stack([flat[..., 0], np.zeros_like(flat[..., 0]), -flat[..., 1]], axis=-1)
+    joints[:, [12, 3], 1] += 150 * np.sin(np.linspace(0, 2 * np.pi, frames))[:, None]
+    joints[..., 2] += 40 * np.cos(np.linspace(0, 4 * np.pi, frames))[:, None]
+    return joints
+
+
+def test_3d_skeleton_has_one_frame_per_time_step_with_the_rounded_joints():
+    joints = walking_joints_3d(30)
+    figure = skeleton_figure_3d(joints, 16.67, title="Walking", revision="r")
+    assert len(figure["frames"]) == 30
+    assert [trace["type"] for trace in figure["data"]] == ["scatter3d"] * 4
+    for t in (0, 17):
+        frame = figure["frames"][t]
+        assert frame["traces"] == [0, 1, 2], "frames move the skeleton, never the floor"
+        for trace, chain in zip(frame["data"], CHAINS.values()):
+            expected = [None if j < 0 else np.round(joints[t, j]).astype(int).tolist() for j in chain]
+            assert [None if x is None else [x, y, z] for x, y, z in zip(trace["x"], trace["y"], trace["z"])] == expected
+    assert figure["layout"]["meta"]["fps"] == 16.67 and figure["layout"]["datarevision"] == "r"
+    assert figure["layout"]["uirevision"], "a camera the user turned stays turned when new data comes"
+
+
+def test_3d_skeleton_colours_each_side():
+    figure = skeleton_figure_3d(walking_joints_3d(5), 16.67)
+    sides = figure["data"][:3]
+    assert [trace["name"] for trace in sides] == [SIDE_NAMES[side] for side in CHAINS]
+    assert [trace["line"]["color"] for trace in sides] == [SIDE_COLORS[side] for side in CHAINS]
+    assert SIDE_COLORS["left"] != SIDE_COLORS["right"]
+
+
+def test_3d_scene_has_equal_scale_and_holds_every_pose():
+    joints = walking_joints_3d(40)
+    scene = skeleton_figure_3d(joints, 16.67)["layout"]["scene"]
+    spans = np.array([np.diff(scene[f"{axis}axis"]["range"])[0] for axis in "xyz"], dtype=float)
+    ratios = np.array([scene["aspectratio"][axis] for axis in "xyz"])
+    assert scene["aspectmode"] == "manual"
+    np.testing.assert_allclose(ratios / spans, ratios[0] / spans[0], rtol=1e-3)  # one mm is one mm on every axis
+    for k, axis in enumerate("xyz"):
+        low, high = scene[f"{axis}axis"]["range"]
+        assert low < joints[..., k].min() and joints[..., k].max() < high
+    assert spans[2] < np.ptp(joints[..., 2]) * 1.3, "fitted: no room wasted above the head or below the floor"
+    assert scene["camera"]["up"] == {"x": 0, "y": 0, "z": 1}, "z is up"
+
+
+def test_3d_floor_grid_lies_at_the_lowest_foot_and_spans_the_footprint():
+    joints = walking_joints_3d(40)
+    feet = [JOINT_NAMES.index("LFoot"), JOINT_NAMES.index("RFoot")]
+    floor = skeleton_figure_3d(joints, 16.67)["data"][3]
+    heights = {z for z in floor["z"] if z is not None}
+    assert heights == {round(float(joints[:, feet, 2].min()))}
+    xs, ys = [x for x in floor["x"] if x is not None], [y for y in floor["y"] if y is not None]
+    assert min(xs) < joints[..., 0].min() and max(xs) > joints[..., 0].max()
+    assert min(ys) < joints[..., 1].min() and max(ys) > joints[..., 1].max()
+    assert set(np.diff(sorted(set(xs)))) == {FLOOR_STEP_MM}
+
+
+def test_3d_figure_json_is_lean():
+    text = figure_json(skeleton_figure_3d(walking_joints_3d(50), 16.67, title="Walking, seed 7", revision="r"))
+    assert ".0," not in text, "whole millimetres, written as integers"
+    assert len(text) < 30_000, "50 frames stay a small download"

@@ -344,33 +344,43 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def add_protocol_arguments(p: argparse.ArgumentParser) -> None:
+    """The options every evaluation command shares: data, subjects, sample size, seeds, device, output."""
+    p.add_argument("--data-root", default=str(default_data_root()), help="unpacked Human3.6M h36m archive")
+    p.add_argument("--cache-dir", default=None, help="preprocessing cache (default: ~/.cache/actiongen)")
+    p.add_argument("--train-subjects", type=int, nargs="+", default=list(DataConfig.train_subjects),
+                   help="subjects of the training reference set (and of the normalisation statistics); the "
+                        "last is the realism test's held-out subject, the one before it the unseen reference")
+    p.add_argument("--test-subjects", type=int, nargs="+", default=list(DataConfig.test_subjects),
+                   help="held-out subjects of the test reference set")
+    p.add_argument("--per-class", type=int, default=1000, help="generated clips per class; cap on m for the MMD")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--device", default="cpu", help="device for generation and the realism classifier: cpu, cuda "
+                                                   "or auto")
+    p.add_argument("--out", default=None, help="write the full results as JSON here")
+    p.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def check_protocol_arguments(p: argparse.ArgumentParser, args: argparse.Namespace, min_per_class: int) -> None:
+    if args.per_class < min_per_class:
+        p.error(f"--per-class must be at least {min_per_class}; got {args.per_class}")
+    if any(not 0 <= s < 4096 for s in args.seeds):
+        p.error(f"--seeds must be in [0, 4096); got {args.seeds}")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", default=None, help="bundle .json (default: the shipped assets/actiongen.json)")
     p.add_argument("--recognizer", default=str(DEFAULT_RECOGNIZER),
                    help="recogniser bundle .json, or 'none' to skip accuracy, FID, diversity and multimodality")
-    p.add_argument("--data-root", default=str(default_data_root()), help="unpacked Human3.6M h36m archive")
-    p.add_argument("--cache-dir", default=None, help="projection cache (default: ~/.cache/actiongen)")
-    p.add_argument("--train-subjects", type=int, nargs="+", default=list(DataConfig.train_subjects),
-                   help="subjects of the training reference set (and of the normalisation statistics)")
-    p.add_argument("--test-subjects", type=int, nargs="+", default=list(DataConfig.test_subjects),
-                   help="held-out subjects of the test reference set")
-    p.add_argument("--per-class", type=int, default=1000, help="generated clips per class; cap on m for the MMD")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    add_protocol_arguments(p)
     p.add_argument("--references-only", action="store_true", help="only the real-data and baseline rows")
     p.add_argument("--no-realism", action="store_true",
                    help="skip the realism measurements (two-sample test, motion ratios, latent occupancy)")
-    p.add_argument("--device", default="cpu", help="device for generation and the realism classifier: cpu, cuda "
-                                                   "or auto")
-    p.add_argument("--out", default=None, help="write the full results as JSON here")
-    p.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
-    if args.per_class < 2:
-        p.error(f"--per-class must be at least 2; got {args.per_class}")
-    if any(not 0 <= s < 4096 for s in args.seeds):
-        p.error(f"--seeds must be in [0, 4096); got {args.seeds}")
+    check_protocol_arguments(p, args, 2)
     return args
 
 

@@ -37,8 +37,8 @@ from tqdm.auto import tqdm
 from . import evaluate, realism
 from .bvh import fit_fixed_lengths
 from .checkpoint import CheckpointError
-from .data import (Camera, ClipDataset, DataConfig, H36MDataError, NormStats, PoseData, default_data_root,
-                   joints_to_vectors, load_cameras, load_pose_data)
+from .data import (Camera, ClipDataset, DataConfig, H36MDataError, NormStats, PoseData, joints_to_vectors,
+                   load_cameras, load_pose_data)
 from .generator import Generator, SampleBatch
 from .recognizer import DEFAULT_RECOGNIZER, load_recognizer
 from .skeleton import BONES, JOINT_NAMES
@@ -207,26 +207,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="3D bundle .json (default: the shipped assets/actiongen3d.json)")
     p.add_argument("--recognizer", default=str(DEFAULT_RECOGNIZER),
                    help="2D recogniser bundle .json for the projection, or 'none'")
-    p.add_argument("--data-root", default=str(default_data_root()), help="unpacked Human3.6M h36m archive")
-    p.add_argument("--cache-dir", default=None, help="preprocessing cache (default: ~/.cache/actiongen)")
-    p.add_argument("--train-subjects", type=int, nargs="+", default=list(DataConfig.train_subjects),
-                   help="training subjects (the last is the C2ST's held-out subject, the one before the "
-                        "reference rows' unseen subject)")
-    p.add_argument("--test-subjects", type=int, nargs="+", default=list(DataConfig.test_subjects))
-    p.add_argument("--per-class", type=int, default=1000, help="generated clips per class; cap on m for the MMD")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--device", default="cpu",
-                   help="device for generation and the C2ST classifier: cpu, cuda or auto")
+    evaluate.add_protocol_arguments(p)
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads; 0 leaves torch's choice (one is fastest on a busy 2-core machine)")
-    p.add_argument("--out", default=None, help="write the full results as JSON here")
-    p.add_argument("--markdown", action="store_true", help="print the model card's tables as Markdown")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
-    if args.per_class < 4:
-        p.error(f"--per-class must be at least 4; got {args.per_class}")
-    if any(not 0 <= s < 4096 for s in args.seeds):
-        p.error(f"--seeds must be in [0, 4096); got {args.seeds}")
+    evaluate.check_protocol_arguments(p, args, 4)
     return args
 
 

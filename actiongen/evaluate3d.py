@@ -187,6 +187,7 @@ def measure_seed(samples: GeneratedSeed, real_3d: realism.RealSets, real_2d: rea
         return {"c2st": realism.c2st_rows(generated, real, actions, per_class, seed, device, references,
                                           progress=progress),
                 "motion": {"generated": generated_stats, "real": real_stats,
+                           "real_test_subjects": realism.motion_statistics(real.motion_test_subjects),
                            "ratio": realism.motion_ratios(generated_stats, real_stats)},
                 "occupancy": occupancy}
 
@@ -244,8 +245,8 @@ def evaluate3d(args: argparse.Namespace, command: str) -> dict:
         scorer_2d = evaluate.Scorer(views.data_2d.stats, actions, recognizer, None, None)
         rows_3d, rows_2d = mmd_rows(views, samples, scorer_3d, scorer_2d, args.per_class)
         summaries = evaluate.run_rows(rows_3d + rows_2d, args.seeds, args.per_class, progress)
-        real_3d = realism.RealSets.load(views.data_3d, args.per_class)
-        real_2d = realism.RealSets.load(views.data_2d, args.per_class)
+        real_3d = realism.RealSets.load(views.data_3d)
+        real_2d = realism.RealSets.load(views.data_2d)
         per_seed = [measure_seed(samples, real_3d, real_2d, seed, args.device, progress)
                     for seed in tqdm(args.seeds, desc="realism and bone lengths", unit="seed",
                                      disable=not progress)]

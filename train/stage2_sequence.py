@@ -177,10 +177,11 @@ def main(argv: list[str] | None = None) -> None:
            if args.ema else None)
     stateful = {"transition": transition, "classifier": classifier, "discriminator": critics, **optim,
                 **({"ema": ema} if ema else {})}
-    log = MetricLog(args.out)
-    start, elapsed = resume(args.out, stateful, sampler.rng, log) if args.resume else (0, 0.0)
+    # Drawn before a resume restores the sampler's stream, so a resumed run continues the same batches.
     targets = (class_statistics(*sampler.clips(MOTION_TARGET_CLIPS), cfg.num_classes).to(device)
                if args.motion_weight else None)
+    log = MetricLog(args.out)
+    start, elapsed = resume(args.out, stateful, sampler.rng, log) if args.resume else (0, 0.0)
 
     def generate(cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         z0, noise = transition.sample_inputs(cond.shape[0], data_cfg.clip_frames, device=device)

@@ -62,3 +62,22 @@ def test_bvh_round_trip_of_a_real_clip(real_pair, tmp_path):
     assert frames == 300 and frame_time == pytest.approx(0.06)
     assert np.linalg.norm(read - (fit.joints + root_positions(fit.joints)[:, None]), axis=-1).max() < 0.1
     assert fit.displacement_max_mm < 50  # real lengths barely vary: the fit hardly moves a real clip
+
+
+def test_shipped_3d_model_generates_upright_clips_that_export_to_bvh(tmp_path):
+    from actiongen.checkpoint import DEFAULT_BUNDLES
+    from actiongen.generator import Generator
+
+    if not DEFAULT_BUNDLES["3d"].is_file():
+        pytest.skip("no shipped 3D checkpoint in assets/")
+    gen = Generator.load(model="3d", device="cpu")
+    clip = gen.sample("Walking", seed=3, frames=60)
+    assert gen.dims == 3 and clip.joints.shape == (60, 16, 3)
+    head_above_feet = clip.joints[:, 9, 2] - clip.joints[:, [3, 6], 2].max(axis=1)
+    assert (head_above_feet > 1000).all()  # z up, a standing person's head over a metre above the feet
+    lengths = bone_lengths(clip.joints)
+    assert 300 < lengths[:, [2, 5]].mean() < 550  # shins (knee to foot) of a real adult, in mm
+    fit = save_bvh(clip.joints, tmp_path / "walk.bvh", fps=50 / 3)
+    read, frames, _ = read_bvh_positions(tmp_path / "walk.bvh")
+    assert frames == 60
+    assert np.linalg.norm(read - (fit.joints + root_positions(fit.joints)[:, None]), axis=-1).max() < 10

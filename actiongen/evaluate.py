@@ -362,6 +362,13 @@ def add_protocol_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def protocol_data_config(args: argparse.Namespace) -> DataConfig:
+    """The 2D data settings the protocol options name."""
+    return DataConfig(root=args.data_root, train_subjects=tuple(args.train_subjects),
+                      test_subjects=tuple(args.test_subjects),
+                      **({"cache_dir": args.cache_dir} if args.cache_dir else {}))
+
+
 def check_protocol_arguments(p: argparse.ArgumentParser, args: argparse.Namespace, min_per_class: int) -> None:
     if args.per_class < min_per_class:
         p.error(f"--per-class must be at least {min_per_class}; got {args.per_class}")
@@ -387,9 +394,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def evaluate(args: argparse.Namespace, command: str) -> dict:
     start = time.time()
     progress = not args.quiet
-    cfg = DataConfig(root=args.data_root, train_subjects=tuple(args.train_subjects),
-                     test_subjects=tuple(args.test_subjects),
-                     **({"cache_dir": args.cache_dir} if args.cache_dir else {}))
+    cfg = protocol_data_config(args)
     data = load_pose_data(cfg)
     recognizer = None if args.recognizer.lower() == "none" else load_recognizer(args.recognizer)
     generator = classifier = classifier_stats = None
@@ -432,15 +437,23 @@ def measure_realism(generator: Generator, data: PoseData, per_class: int, seeds:
                                         for seed in seeds])
 
 
-def main(argv: list[str] | None = None) -> dict:
-    argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
+def run_command(module: str, argv: list[str] | None, parse: Callable[[list[str]], argparse.Namespace],
+                measure: Callable[[argparse.Namespace, str], dict]) -> tuple[argparse.Namespace, dict]:
+    """What every evaluation command does around its measurement: parse the arguments, measure with the
+    command line recorded, write `--out`; a bad bundle or data directory ends in a one-line error."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse(argv)
     try:
-        report = evaluate(args, "python -m actiongen.evaluate " + shlex.join(argv))
+        report = measure(args, f"python -m {module} " + shlex.join(argv))
     except (CheckpointError, H36MDataError) as err:
         raise SystemExit(f"error: {err}") from err
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))
+    return args, report
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args, report = run_command("actiongen.evaluate", argv, parse_args, evaluate)
     if args.markdown:
         print(to_markdown(report))
     else:

@@ -23,12 +23,8 @@ all seeds at once: at 1000 per class one seed's clips and their views take ~300 
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -37,8 +33,8 @@ from tqdm.auto import tqdm
 from . import evaluate, realism
 from .bvh import fit_fixed_lengths
 from .checkpoint import CheckpointError
-from .data import (Camera, ClipDataset, DataConfig, H36MDataError, NormStats, PoseData, joints_to_vectors,
-                   load_cameras, load_pose_data)
+from .data import (Camera, ClipDataset, DataConfig, NormStats, PoseData, joints_to_vectors, load_cameras,
+                   load_pose_data)
 from .generator import Generator, SampleBatch
 from .recognizer import DEFAULT_RECOGNIZER, load_recognizer
 from .skeleton import BONES, JOINT_NAMES
@@ -231,9 +227,7 @@ def load_generator(path: str | None, device: str, data_3d: PoseData) -> Generato
 def evaluate3d(args: argparse.Namespace, command: str) -> dict:
     start = time.time()
     progress = not args.quiet
-    cfg = DataConfig(root=args.data_root, train_subjects=tuple(args.train_subjects),
-                     test_subjects=tuple(args.test_subjects),
-                     **({"cache_dir": args.cache_dir} if args.cache_dir else {}))
+    cfg = evaluate.protocol_data_config(args)
     views = Views.load(cfg)
     generator = load_generator(args.checkpoint, args.device, views.data_3d)
     recognizer = None if args.recognizer.lower() == "none" else load_recognizer(args.recognizer)
@@ -326,14 +320,7 @@ def one_line(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
-    try:
-        report = evaluate3d(args, "python -m actiongen.evaluate3d " + shlex.join(argv))
-    except (CheckpointError, H36MDataError) as err:
-        raise SystemExit(f"error: {err}") from err
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=1))
+    args, report = evaluate.run_command("actiongen.evaluate3d", argv, parse_args, evaluate3d)
     print(to_markdown(report) if args.markdown else one_line(report))
     return report
 

@@ -147,6 +147,12 @@ class LatentTransitionGenerator(nn.Module):
         return self.decoder(latents, cw), latents, shifts
 
 
+def velocity_and_acceleration(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """First and second differences over time: (B, T, D) -> (B, T-1, D), (B, T-2, D)."""
+    velocity = x[:, 1:] - x[:, :-1]
+    return velocity, velocity[:, 1:] - velocity[:, :-1]
+
+
 def motion_features(x: torch.Tensor) -> torch.Tensor:
     """[x_t, x_{t+1} - x_t] for t = 0..T-2: (B, T, D) -> (B, T-1, 2D)."""
     return torch.cat([x[:, :-1], x[:, 1:] - x[:, :-1]], dim=-1)
@@ -204,8 +210,7 @@ class MotionConvDiscriminator(nn.Module):
         self.embed = nn.Linear(cfg.num_classes, pooled, bias=False)
 
     def forward(self, x: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
-        velocity = x[:, 1:] - x[:, :-1]
-        acceleration = velocity[:, 1:] - velocity[:, :-1]
+        velocity, acceleration = velocity_and_acceleration(x)
         feats = torch.cat([x[:, 2:], velocity[:, 1:], acceleration], dim=-1).transpose(1, 2)
         h = F.leaky_relu(self.inp(feats), 0.2)
         scales = [h]

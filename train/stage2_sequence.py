@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 from actiongen.checkpoint import Bundle, save_bundle
 from actiongen.data import ClipSampler, load_pose_data, vectors_to_joints
 from actiongen.models import (LATENT_BOUNDARIES, ActionClassifier, LatentTransitionGenerator, ModelConfig,
-                              MotionConvDiscriminator, PoseDecoder, SequenceDiscriminator)
+                              MotionConvDiscriminator, PoseDecoder, SequenceDiscriminator,
+                              velocity_and_acceleration)
 from train.common import (MetricLog, adam_pair, apply_preset, base_parser, check_finite, load_state, resume,
                           save_sample_sheet, save_state, setup, snapshot, stage1_dims)
 
@@ -87,8 +88,7 @@ def generator_loss(gan: torch.Tensor, frames: torch.Tensor, shifts: torch.Tensor
 def clip_statistics(x: torch.Tensor) -> torch.Tensor:
     """Per clip and pose dimension: mean |velocity|, mean |acceleration| and the spread over time,
     (B, T, D) -> (B, 3, D). These are what a viewer (and a two-sample test) sees first in motion."""
-    velocity = x[:, 1:] - x[:, :-1]
-    acceleration = velocity[:, 1:] - velocity[:, :-1]
+    velocity, acceleration = velocity_and_acceleration(x)
     return torch.stack([velocity.abs().mean(dim=1), acceleration.abs().mean(dim=1), x.std(dim=1)], dim=1)
 
 
@@ -122,18 +122,23 @@ def edge_penalty(latents: torch.Tensor, margin: float = 0.9) -> torch.Tensor:
 
 
 class ClipCritics(nn.Module):
-    """The clip discriminator(s) of `--disc`; their BCE losses add."""
+    """The clip discriminator(s) of `--disc`: one logit vector each; their BCE losses add."""
 
     def __init__(self, cfg: ModelConfig, kind: str) -> None:
         super().__init__()
         self.nets = nn.ModuleList(DISCRIMINATORS[kind](cfg))
 
-    def loss(self, clips: torch.Tensor, cond: torch.Tensor, target: float) -> torch.Tensor:
-        return sum(F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
-                   for logits in (net(clips, cond) for net in self.nets))
+    def forward(self, clips: torch.Tensor, cond: torch.Tensor) -> list[torch.Tensor]:
+        return [net(clips, cond) for net in self.nets]
 
-    def probability(self, clips: torch.Tensor, cond: torch.Tensor) -> float:
-        return float(torch.stack([torch.sigmoid(net(clips, cond)).mean() for net in self.nets]).mean())
+    @staticmethod
+    def loss(logits: list[torch.Tensor], target: float) -> torch.Tensor:
+        return sum(F.binary_cross_entropy_with_logits(l, torch.full_like(l, target)) for l in logits)
+
+    @staticmethod
+    def probability(logits: list[torch.Tensor]) -> float:
+        """Mean sigmoid over the clips and the discriminators, for the log."""
+        return float(torch.stack([torch.sigmoid(l.detach()).mean() for l in logits]).mean())
 
 
 DISCRIMINATORS = {
@@ -204,7 +209,8 @@ def main(argv: list[str] | None = None) -> None:
 
         with torch.no_grad():
             fake = generate(cond)[0]
-        loss_d = critics.loss(real, cond, 1.0) + critics.loss(fake, cond, 0.0)
+        d_real, d_fake = critics(real, cond), critics(fake, cond)
+        loss_d = critics.loss(d_real, 1.0) + critics.loss(d_fake, 0.0)
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
@@ -218,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
                 ce_real = ce_real.detach()
             logits_fake = classifier(fake)
             ce_fake = F.cross_entropy(logits_fake, labels)
-            losses = generator_loss(critics.loss(fake, cond, 1.0), fake, shifts, ce_real, ce_fake,
+            losses = generator_loss(critics.loss(critics(fake, cond), 1.0), fake, shifts, ce_real, ce_fake,
                                     args.shift_weight, args.shift_per_clip)
             if targets is not None:
                 losses["motion"] = motion_loss(fake, labels, targets)
@@ -236,14 +242,13 @@ def main(argv: list[str] | None = None) -> None:
 
         done = step + 1
         if done % args.log_every == 0 or done == args.steps:
-            with torch.no_grad():
-                at_edge = (latents.abs() > 0.99).float().mean().item()
-                p_real, p_fake = critics.probability(real, cond), critics.probability(fake, cond)
             values = {"loss_d": loss_d.item(), **{f"g_{k}": v.item() for k, v in losses.items()},
                       "ce_real": ce_real.item(), "ce_fake": ce_fake.item(),
                       "acc_real": (logits_real.argmax(1) == labels).float().mean().item(),
                       "acc_fake": (logits_fake.argmax(1) == labels).float().mean().item(),
-                      "d_real": p_real, "d_fake": p_fake, "at_edge": at_edge, "lr": sched_g.get_last_lr()[0]}
+                      "d_real": critics.probability(d_real), "d_fake": critics.probability(d_fake),
+                      "at_edge": (latents.detach().abs() > 0.99).float().mean().item(),
+                      "lr": sched_g.get_last_lr()[0]}
             check_finite(done, values)
             log.append(done, values)
             bar.set_postfix(d=f"{values['loss_d']:.3f}", g=f"{values['g_gan']:.3f}", acc=f"{values['acc_fake']:.2f}")

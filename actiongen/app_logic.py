@@ -343,12 +343,8 @@ class ActionGenService:
         path = self.checkpoints[model]
         try:
             generator = Generator.load(path, device=self.device)
-        except CheckpointError as err:
+        except CheckpointError as err:  # the loader checks every entry; the message only loses server paths
             raise CheckpointError(public_message(str(err))) from None
-        except (ValueError, TypeError, KeyError, IndexError, OSError, RuntimeError) as err:
-            # Bundle files the loader does not check yet ("weights": null, ...): same message kind.
-            raise CheckpointError(f"{path.name}: cannot load the bundle "
-                                  f"({type(err).__name__}: {public_message(str(err))[:200]})") from None
         if f"{generator.dims}d" != model:
             raise CheckpointError(f"{path.name} is a {generator.dims}D bundle; the {model.upper()} model needs a "
                                   f"{model.upper()} one")

@@ -198,8 +198,10 @@ def test_stage1_with_dims_3_trains_a_45_d_decoder(stage1_3d):
 def test_stage2_reads_the_dims_from_stage1_and_exports_a_3d_bundle(synthetic_root, stage1_3d, tmp_path):
     stage2_sequence.main(["--data-root", str(synthetic_root), "--stage1", str(stage1_3d), "--out",
                           str(tmp_path / "s2"), "--export", str(tmp_path / "m3d.json"), "--lstm-hidden", "16",
-                          "--head-hidden", "16", *SMALL])
+                          "--head-hidden", "16", "--bone-weight", "10", *SMALL])
     bundle = load_bundle(tmp_path / "m3d.json")
+    logged = [json.loads(line) for line in (tmp_path / "s2" / "metrics.jsonl").read_text().splitlines()]
+    assert logged[-1]["g_bone"] > 0
     assert bundle.dims == 3 and bundle.meta["data"]["dims"] == 3
     assert (tmp_path / "s2" / "samples_000002.png").stat().st_size > 0
     with torch.no_grad():

@@ -66,6 +66,21 @@ def test_stage2_leaves_the_decoder_untouched(synthetic_root, stage1_run, tmp_pat
         assert torch.equal(after[f"decoder.{name}"], tensor), name
 
 
+def test_decoder_lr_fine_tunes_the_decoder_weights_but_not_its_batchnorm_statistics(synthetic_root, stage1_run,
+                                                                                    tmp_path):
+    before = load_state(stage1_run)["decoder"]
+    out = tmp_path / "stage2"
+    stage2_sequence.main(["--data-root", str(synthetic_root), "--stage1", str(stage1_run), "--out", str(out),
+                          *SMALL, *STAGE2_SIZE, "--decoder-lr", "1e-3", "--ema", "0"])
+    after = load_state(out)["transition"]
+    changed = {name for name, tensor in before.items() if not torch.equal(after[f"decoder.{name}"], tensor)}
+    assert {"net.0.weight", "net.3.weight"} <= changed
+    assert not any("running" in name for name in changed)
+    bundle = load_bundle(out / "actiongen.json")
+    assert torch.equal(bundle.decoder.state_dict()["net.3.weight"], after["decoder.net.3.weight"])
+    assert bundle.meta["training"]["stage2"]["decoder_lr"] == 1e-3
+
+
 def _states_equal(a: dict, b: dict) -> None:
     for key in ("decoder", "critic", "transition", "classifier", "discriminator"):
         if key in a:
@@ -221,6 +236,30 @@ def test_edge_penalty_ignores_the_inside_of_the_box():
     inside = torch.full((2, 5, 3), 0.85)
     assert stage2_sequence.edge_penalty(inside).item() == 0.0
     assert stage2_sequence.edge_penalty(torch.full((2, 5, 3), 1.0)).item() == pytest.approx(0.01)
+
+
+def _standardised(joints: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    return (joints[..., 1:, :].flatten(-2) - mean) / std
+
+
+def test_bone_variation_is_zero_for_a_rigid_skeleton_and_the_cv_of_a_stretching_bone():
+    torch.manual_seed(0)
+    rest = torch.randn(16, 3) * 100
+    rest[0] = 0
+    angles = torch.linspace(0, 1.5, 20)
+    rotations = torch.stack([torch.tensor([[c, -s, 0], [s, c, 0], [0, 0, 1]]) for c, s in
+                             zip(angles.cos(), angles.sin())])
+    rigid = torch.einsum("tij,nj->tni", rotations, rest)[None]  # (1, T, 16, 3), moving but rigid
+    mean, std = torch.randn(45), torch.rand(45) + 0.5
+    frames = _standardised(rigid, mean, std)
+    assert stage2_sequence.bone_variation(frames, mean, std, 3).item() == pytest.approx(0.0, abs=1e-5)
+    stretched = rigid.clone()
+    scale = torch.tensor([0.9, 1.1]).repeat(10)  # the head alone: lengths 0.9, 1.1, ...: CV 0.1 (population)
+    head, thorax = BONES[8][1], BONES[8][0]
+    stretched[0, :, head] = rigid[0, :, thorax] + (rigid[0, :, head] - rigid[0, :, thorax]) * scale[:, None]
+    cv = stage2_sequence.bone_variation(_standardised(stretched, mean, std), mean, std, 3).item()
+    sample_cv = 0.1 * math.sqrt(20 / 19)  # torch.std is the sample deviation
+    assert cv == pytest.approx(sample_cv / len(BONES), rel=1e-3)
 
 
 @pytest.mark.parametrize("disc", ["lstm", "conv", "both"])

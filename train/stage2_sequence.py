@@ -23,6 +23,7 @@ from actiongen.data import ClipSampler, load_pose_data, vectors_to_joints
 from actiongen.models import (LATENT_BOUNDARIES, ActionClassifier, LatentTransitionGenerator, ModelConfig,
                               MotionConvDiscriminator, PoseDecoder, SequenceDiscriminator,
                               velocity_and_acceleration)
+from actiongen.skeleton import BONES, NUM_JOINTS
 from train.common import (MetricLog, adam_pair, apply_preset, base_parser, check_finite, load_state, resume,
                           save_sample_sheet, save_state, setup, snapshot, stage1_dims)
 
@@ -39,12 +40,13 @@ from train.common import (MetricLog, adam_pair, apply_preset, base_parser, check
 PRESETS = {
     "paper": dict(steps=12_500, batch=32, lr=1e-4, lr_decay_every=15_000, head="flatten", latent_boundary="none",
                   g_steps=2, shift_weight=0.1, shift_per_clip=False, disc="lstm", motion_weight=0.0, ema=0.0,
-                  edge_weight=0.0, candidate_every=0),
+                  edge_weight=0.0, candidate_every=0, decoder_lr=0.0, bone_weight=0.0),
     "fast": dict(steps=2_000, batch=32, lr=2e-4, lr_decay_every=2_000, head="pool", latent_boundary="clamp",
                  g_steps=2, shift_weight=0.8, shift_per_clip=True, disc="both", motion_weight=1.0, ema=0.995,
-                 edge_weight=1.0, candidate_every=250),
+                 edge_weight=1.0, candidate_every=250, decoder_lr=0.0, bone_weight=0.0),
 }
 SMOOTH_WEIGHT, CLASS_WEIGHT = 1e-4, 0.01
+BONE_PARENTS, BONE_CHILDREN = [b[0] for b in BONES], [b[1] for b in BONES]
 MOTION_TARGET_CLIPS = 8192  # random training clips (~800 per class) behind the motion term's targets
 
 
@@ -69,6 +71,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="weight of the per-class motion statistics term (log speed, acceleration, spread)")
     p.add_argument("--edge-weight", type=float, help="weight of the penalty on latents near the box edge")
     p.add_argument("--ema", type=float, help="decay of the exported moving average of generator weights (0: off)")
+    p.add_argument("--decoder-lr", type=float, help="fine-tune the stage-1 decoder at this learning rate "
+                   "(0: frozen, as in the paper)")
+    p.add_argument("--bone-weight", type=float, help="weight of the within-clip bone-length variation "
+                   "(3D: bones are rigid; 2D bones change length with the view, so leave it at 0 there)")
     p.add_argument("--candidate-every", type=int,
                    help="also export a bundle every N iterations into <out>/candidates (for train.select_checkpoint)")
     return apply_preset(p.parse_args(argv), PRESETS)
@@ -113,6 +119,21 @@ def motion_loss(frames: torch.Tensor, labels: torch.Tensor, targets: torch.Tenso
     error = (torch.log(means + 1e-3) - torch.log(targets + 1e-3)).pow(2).flatten(1).mean(dim=1)
     present = (counts > 0).to(error.dtype)
     return (error * present).sum() / present.sum()
+
+
+def bone_lengths(frames: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, dims: int) -> torch.Tensor:
+    """Length of every bone in every frame, (B, T, pose_dim) standardised poses -> (B, T, bones), in the
+    data's units (the hip, the origin, is not part of the pose vector)."""
+    joints = (frames * std + mean).unflatten(-1, (NUM_JOINTS - 1, dims))
+    joints = F.pad(joints, (0, 0, 1, 0))
+    return (joints[..., BONE_CHILDREN, :] - joints[..., BONE_PARENTS, :]).norm(dim=-1)
+
+
+def bone_variation(frames: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, dims: int) -> torch.Tensor:
+    """Mean over clips and bones of the within-clip coefficient of variation of bone length: 0 for a rigid
+    skeleton (real 3D clips: 0.2 %), what the evaluation reports in %."""
+    lengths = bone_lengths(frames, mean, std, dims)
+    return (lengths.std(dim=1) / lengths.mean(dim=1).clamp(min=1e-6)).mean()
 
 
 def edge_penalty(latents: torch.Tensor, margin: float = 0.9) -> torch.Tensor:
@@ -169,12 +190,16 @@ def main(argv: list[str] | None = None) -> None:
                   clip_frames=data_cfg.clip_frames, lstm_hidden=args.lstm_hidden, head_hidden=args.head_hidden)
     decoder = PoseDecoder(cfg)
     decoder.load_state_dict(stage1["decoder"])
-    decoder.eval().requires_grad_(False)  # frozen, BatchNorm on its running statistics
+    # BatchNorm stays on its running statistics; the weights are frozen (the paper) or fine-tuned slowly.
+    decoder.eval().requires_grad_(args.decoder_lr > 0)
     transition = LatentTransitionGenerator(cfg, decoder).to(device)
     classifier = ActionClassifier(cfg).to(device)
     critics = ClipCritics(cfg, args.disc).to(device)
     g_params = [p for n, p in transition.named_parameters() if not n.startswith("decoder.")]
-    optim = adam_pair(g_params + list(classifier.parameters()), critics.parameters(), args)
+    g_groups = [{"params": g_params + list(classifier.parameters())}]
+    if args.decoder_lr > 0:
+        g_groups.append({"params": list(decoder.parameters()), "lr": args.decoder_lr})
+    optim = adam_pair(g_groups, critics.parameters(), args)
     opt_g, opt_d, sched_g, sched_d = optim.values()
     # The exported generator: a moving average of the trained one (GAN weights oscillate around a good
     # solution; their average samples it more steadily), or the trained one itself.
@@ -185,6 +210,8 @@ def main(argv: list[str] | None = None) -> None:
     # Drawn before a resume restores the sampler's stream, so a resumed run continues the same batches.
     targets = (class_statistics(*sampler.clips(MOTION_TARGET_CLIPS), cfg.num_classes).to(device)
                if args.motion_weight else None)
+    stat_mean, stat_std = (torch.as_tensor(v, dtype=torch.float32, device=device)
+                           for v in (data.stats.mean, data.stats.std))
     log = MetricLog(args.out)
     start, elapsed = resume(args.out, stateful, sampler.rng, log) if args.resume else (0, 0.0)
 
@@ -232,6 +259,9 @@ def main(argv: list[str] | None = None) -> None:
             if args.edge_weight:
                 losses["edge"] = edge_penalty(latents)
                 losses["total"] = losses["total"] + args.edge_weight * losses["edge"]
+            if args.bone_weight:
+                losses["bone"] = bone_variation(fake, stat_mean, stat_std, data_cfg.dims)
+                losses["total"] = losses["total"] + args.bone_weight * losses["bone"]
             opt_g.zero_grad(set_to_none=True)
             losses["total"].backward()
             opt_g.step()
@@ -282,7 +312,8 @@ def bundle_meta(args: argparse.Namespace, data, data_cfg, stage1: dict, device: 
             "stage2": {"steps": steps, "minutes": round(minutes, 2), "preset": args.preset,
                        "batch": args.batch, "lr": args.lr, "lr_d": args.lr_d, "shift_weight": args.shift_weight,
                        "shift_per_clip": args.shift_per_clip, "disc": args.disc,
-                       "motion_weight": args.motion_weight, "edge_weight": args.edge_weight, "ema": args.ema},
+                       "motion_weight": args.motion_weight, "edge_weight": args.edge_weight, "ema": args.ema,
+                       "decoder_lr": args.decoder_lr, "bone_weight": args.bone_weight},
             "device": str(device), "seed": args.seed,
         },
         "code_version": code_version(),

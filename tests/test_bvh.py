@@ -3,6 +3,9 @@ and Euler convention) and forward kinematics written out here, compared with the
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import bvhio
 import glm
@@ -66,6 +69,30 @@ def test_bvh_of_a_generated_clip_reproduces_the_npz_export(generator_3d, tmp_pat
         assert list(npz["joint_names"]) == list(JOINT_NAMES)
         error = assert_round_trip(tmp_path / "walk.bvh", npz["joints"], npz["root_position"])
     assert error < 0.1  # exact up to the file's 6 decimals (1 micrometre)
+
+
+BLENDER = shutil.which("blender")
+
+
+@pytest.mark.skipif(BLENDER is None, reason="Blender not installed (apt-get install -y blender)")
+def test_blender_imports_the_bvh_upright_at_the_npz_positions(generator_3d, tmp_path):
+    """What a user does with the file: Blender's own importer, default options. Blender is z up like the
+    world frame, so the joints must land at the .npz positions (mm -> m), feet on the floor, every frame."""
+    clip = generator_3d.sample("Walking", seed=4, frames=60)
+    render.export(clip, tmp_path / "walk.bvh")
+    render.export(clip, tmp_path / "walk.npz")
+    script = Path(__file__).with_name("blender_bvh_positions.py")
+    subprocess.run([BLENDER, "-b", "--factory-startup", "--python-exit-code", "1", "--python", str(script), "--",
+                    str(tmp_path / "walk.bvh"), str(tmp_path / "blender.json")], check=True, capture_output=True,
+                   timeout=120)
+    imported = json.loads((tmp_path / "blender.json").read_text())
+    assert imported["fps"] == pytest.approx(50 / 3, rel=1e-6)
+    blender_mm = np.array([[frame[name] for name in JOINT_NAMES] for frame in imported["frames"]]) * 1000.0
+    with np.load(tmp_path / "walk.npz") as npz:
+        expected = npz["joints"] + npz["root_position"][:, None]
+    assert blender_mm.shape == expected.shape == (60, NUM_JOINTS, 3)
+    assert np.linalg.norm(blender_mm - expected, axis=-1).max() <= 10.0
+    assert blender_mm[..., 2].min(axis=1) == pytest.approx(0.0, abs=1.0)  # the lowest joint on the floor
 
 
 def awkward_clip() -> np.ndarray:

@@ -57,10 +57,13 @@ def test_stage2_exports_a_bundle_that_generates(synthetic_root, stage1_run, tmp_
     assert torch.isfinite(frames).all()
 
 
-def test_stage2_leaves_the_decoder_untouched(synthetic_root, stage1_run, tmp_path):
+@pytest.mark.parametrize("preset", ["paper", "fast"])
+def test_decoder_lr_0_leaves_the_decoder_untouched(synthetic_root, stage1_run, tmp_path, preset):
     before = load_state(stage1_run)["decoder"]
     out = tmp_path / "stage2"
-    stage2_sequence.main(["--data-root", str(synthetic_root), "--stage1", str(stage1_run), "--out", str(out), *SMALL, *STAGE2_SIZE])
+    frozen = ["--decoder-lr", "0"] if preset == "fast" else []  # the paper's decoder is frozen by default
+    stage2_sequence.main(["--data-root", str(synthetic_root), "--stage1", str(stage1_run), "--out", str(out),
+                          "--preset", preset, *SMALL, *STAGE2_SIZE, *frozen])
     after = load_state(out)["transition"]
     for name, tensor in before.items():  # weights and BatchNorm running statistics alike
         assert torch.equal(after[f"decoder.{name}"], tensor), name

@@ -265,6 +265,12 @@ def test_bone_variation_is_zero_for_a_rigid_skeleton_and_the_cv_of_a_stretching_
     assert cv == pytest.approx(sample_cv / len(BONES), rel=1e-3)
 
 
+def test_bone_weight_on_a_2d_decoder_is_a_clear_error(synthetic_root, stage1_run, tmp_path):
+    with pytest.raises(SystemExit, match="--bone-weight applies to 3D models only"):
+        stage2_sequence.main(["--data-root", str(synthetic_root), "--stage1", str(stage1_run), "--out",
+                              str(tmp_path), "--bone-weight", "1", *SMALL, *STAGE2_SIZE])
+
+
 @pytest.mark.parametrize("disc", ["lstm", "conv", "both"])
 def test_stage2_trains_with_each_discriminator_and_the_realism_terms(synthetic_root, stage1_run, tmp_path, disc):
     out = tmp_path / "stage2"

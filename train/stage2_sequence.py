@@ -124,7 +124,8 @@ def motion_loss(frames: torch.Tensor, labels: torch.Tensor, targets: torch.Tenso
 
 def bone_lengths(frames: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, dims: int) -> torch.Tensor:
     """Length of every bone in every frame, (B, T, pose_dim) standardised poses -> (B, T, bones), in the
-    data's units (the hip, the origin, is not part of the pose vector)."""
+    data's units (the hip, the origin, is not part of the pose vector). A differentiable counterpart of
+    actiongen.realism.bone_length_cvs, for the training loss."""
     joints = (frames * std + mean).unflatten(-1, (NUM_JOINTS - 1, dims))
     joints = F.pad(joints, (0, 0, 1, 0))
     return (joints[..., BONE_CHILDREN, :] - joints[..., BONE_PARENTS, :]).norm(dim=-1)
@@ -184,6 +185,9 @@ def main(argv: list[str] | None = None) -> None:
     if stage1.get("stage") != 1:
         raise SystemExit(f"error: {args.stage1}/state.pt is not a stage-1 state")
     args.dims = stage1_dims(stage1, args.dims)
+    if args.bone_weight and args.dims != 3:
+        raise SystemExit("error: --bone-weight applies to 3D models only (in a 2D view bones change length as "
+                         "the person turns); this stage-1 decoder is 2D, so leave it out or give --bone-weight 0")
     device, data_cfg = setup(args)
     data = load_pose_data(data_cfg)
     sampler = ClipSampler(data, "train", seed=args.seed)
@@ -260,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
             if args.edge_weight:
                 losses["edge"] = edge_penalty(latents)
                 losses["total"] = losses["total"] + args.edge_weight * losses["edge"]
-            if args.bone_weight and data_cfg.dims == 3:
+            if args.bone_weight:
                 losses["bone"] = bone_variation(fake, stat_mean, stat_std, data_cfg.dims)
                 losses["total"] = losses["total"] + args.bone_weight * losses["bone"]
             opt_g.zero_grad(set_to_none=True)

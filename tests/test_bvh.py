@@ -83,7 +83,8 @@ def test_blender_imports_the_bvh_upright_at_the_npz_positions(generator_3d, tmp_
     render.export(clip, tmp_path / "walk.npz")
     script = Path(__file__).with_name("blender_bvh_positions.py")
     subprocess.run([BLENDER, "-b", "--factory-startup", "--python-exit-code", "1", "--python", str(script), "--",
-                    str(tmp_path / "walk.bvh"), str(tmp_path / "blender.json")], check=True, capture_output=True,
+                    str(tmp_path / "walk.bvh"), str(tmp_path / "blender.json"), json.dumps(END_SITE_JOINTS)],
+                   check=True, capture_output=True,
                    timeout=120)
     imported = json.loads((tmp_path / "blender.json").read_text())
     assert imported["fps"] == pytest.approx(50 / 3, rel=1e-6)

@@ -215,8 +215,9 @@ def main(argv: list[str] | None = None) -> None:
     # Drawn before a resume restores the sampler's stream, so a resumed run continues the same batches.
     targets = (class_statistics(*sampler.clips(MOTION_TARGET_CLIPS), cfg.num_classes).to(device)
                if args.motion_weight else None)
-    stat_mean, stat_std = (torch.as_tensor(v, dtype=torch.float32, device=device)
-                           for v in (data.stats.mean, data.stats.std))
+    # The bone-length term reads lengths in mm, so it undoes the standardisation.
+    pose_stats = (tuple(torch.as_tensor(v, dtype=torch.float32, device=device)
+                        for v in (data.stats.mean, data.stats.std)) if args.bone_weight else None)
     log = MetricLog(args.out)
     start, elapsed = resume(args.out, stateful, sampler.rng, log) if args.resume else (0, 0.0)
 
@@ -265,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
                 losses["edge"] = edge_penalty(latents)
                 losses["total"] = losses["total"] + args.edge_weight * losses["edge"]
             if args.bone_weight:
-                losses["bone"] = bone_variation(fake, stat_mean, stat_std, data_cfg.dims)
+                losses["bone"] = bone_variation(fake, *pose_stats, args.dims)
                 losses["total"] = losses["total"] + args.bone_weight * losses["bone"]
             opt_g.zero_grad(set_to_none=True)
             losses["total"].backward()

@@ -307,4 +307,10 @@ if (!window.actiongenPlayer) {
     },
   };
   window.actiongenPlayer = player;
+  // The gallery and the random-seed button put a seed into the seed box themselves. Keeping the focus where
+  // it is stops the box's blur event from also starting a view of the old seed, which runs beside the new
+  // one and whose late reply could replace it on screen.
+  document.addEventListener('mousedown', (event) => {
+    if (event.target instanceof Element && event.target.closest('#gallery svg, #random-seed')) event.preventDefault();
+  });
 }

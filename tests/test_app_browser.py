@@ -28,6 +28,10 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 # The main view's state, read in the page: what the player shows and has shown.
 MAIN = "() => { const v = window.actiongenPlayer.views.skeleton; return {revision: v.revision, shown: v.shown, wraps: v.wraps}; }"
+# Counts the views the page asks for from now on (each event's view calls commit once).
+COUNT_COMMITS = """() => { const p = window.actiongenPlayer; p.commits = 0; if (p.counted) return;
+                            const commit = p.commit.bind(p); p.counted = true;
+                            p.commit = (...args) => { p.commits += 1; return commit(...args); }; }"""
 
 
 @pytest.fixture(scope="module")
@@ -250,10 +254,14 @@ def test_gallery_plays_nine_seeds_in_sync_and_a_click_opens_one(page):
     time.sleep(0.5)
     page.screenshot(path=str(SCREENSHOTS / "gallery.png"), clip=box)
     cells = page.eval_on_selector_all("#gallery .ag-caption", "t => t.map(e => e.getBoundingClientRect().toJSON())")
+    page.focus("#seed input")
+    page.evaluate(COUNT_COMMITS)
     page.mouse.click(cells[5]["x"] + cells[5]["width"] / 2, cells[5]["y"] + 60)
     wait_for_main(page, "actiongen_walking_seed5_50f")
     assert page.input_value("#seed input") == "5"
     wait_for_view(page, "gallery", "gallery-actiongen_walking_seed0_50f-5")
+    assert page.evaluate("() => window.actiongenPlayer.commits") == 1, \
+        "one view per click: the seed box losing focus must not start a second one for the old seed"
     assert_no_problems(page)
 
 
@@ -279,10 +287,14 @@ def test_controls_are_explained_and_the_random_seed_is_the_main_button(page):
     assert page.locator("#controls input[type=range]").count() == 4, "frames, share, alpha, strip: no seed slider"
     assert "after the switch to B" in page.inner_text("#share-b")
     assert "non-commercial research only" in page.inner_text("#licence")
+    before = revision_of(page, "skeleton")
+    page.focus("#seed input")
+    page.evaluate(COUNT_COMMITS)
     page.click("#random-seed")
-    page.wait_for_function("() => !window.actiongenPlayer.views.skeleton.revision.includes('_seed5_')",
+    page.wait_for_function("(r) => window.actiongenPlayer.views.skeleton.revision !== r", arg=before,
                            timeout=30_000)
     assert page.input_value("#seed input") in page.evaluate(MAIN)["revision"]
+    assert page.evaluate("() => window.actiongenPlayer.commits") == 1, "one view per click, none for the old seed"
     assert_no_problems(page)
 
 

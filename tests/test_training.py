@@ -14,7 +14,7 @@ from actiongen.data import vectors_to_joints
 from actiongen.models import LatentTransitionGenerator, ModelConfig, PoseCritic, PoseDecoder, fold_into_box
 from actiongen.skeleton import BONES
 from train import select_checkpoint, stage1_pose, stage2_sequence
-from train.common import check_finite, load_state
+from train.common import check_finite, gradient_penalty, load_state
 
 SUBJECTS = ["--train-subjects", "1", "5", "--test-subjects", "11"]
 STAGE1_SIZE = ["--hidden", "64", *SUBJECTS]
@@ -58,15 +58,16 @@ def test_stage2_exports_a_bundle_that_generates(synthetic_root, stage1_run, tmp_
 
 
 @pytest.mark.parametrize("preset", ["paper", "fast"])
-def test_decoder_lr_0_leaves_the_decoder_untouched(synthetic_root, stage1_run, tmp_path, preset):
+def test_presets_leave_the_decoder_untouched_and_the_pose_critic_off(synthetic_root, stage1_run, tmp_path, preset):
     before = load_state(stage1_run)["decoder"]
     out = tmp_path / "stage2"
     frozen = ["--decoder-lr", "0"] if preset == "fast" else []  # the paper's decoder is frozen by default
     stage2_sequence.main(["--data-root", str(synthetic_root), "--stage1", str(stage1_run), "--out", str(out),
                           "--preset", preset, *SMALL, *STAGE2_SIZE, *frozen])
-    after = load_state(out)["transition"]
+    state = load_state(out)
     for name, tensor in before.items():  # weights and BatchNorm running statistics alike
-        assert torch.equal(after[f"decoder.{name}"], tensor), name
+        assert torch.equal(state["transition"][f"decoder.{name}"], tensor), name
+    assert "pose_critic" not in state
 
 
 def test_decoder_lr_fine_tunes_the_decoder_weights_but_not_its_batchnorm_statistics(synthetic_root, stage1_run,
@@ -84,8 +85,24 @@ def test_decoder_lr_fine_tunes_the_decoder_weights_but_not_its_batchnorm_statist
     assert bundle.meta["training"]["stage2"]["decoder_lr"] == 1e-3
 
 
+def test_pose_critic_starts_from_the_stage1_critic_trains_on_and_resumes(synthetic_root, stage1_run, tmp_path):
+    common = ["--data-root", str(synthetic_root), "--stage1", str(stage1_run), "--batch", "8", "--log-every", "1",
+              "--checkpoint-every", "2", "--sample-every", "100", *STAGE2_SIZE, "--pose-critic-weight", "1",
+              "--decoder-lr", "1e-3"]
+    stage2_sequence.main([*common, "--out", str(tmp_path / "straight"), "--steps", "4"])
+    stage2_sequence.main([*common, "--out", str(tmp_path / "split"), "--steps", "2"])
+    stage2_sequence.main([*common, "--out", str(tmp_path / "split"), "--steps", "4", "--resume"])
+    straight, split = load_state(tmp_path / "straight"), load_state(tmp_path / "split")
+    _states_equal(straight, split)
+    critic = load_state(stage1_run)["critic"]
+    assert critic.keys() == straight["pose_critic"].keys()
+    assert not torch.equal(critic["net.0.weight"], straight["pose_critic"]["net.0.weight"])
+    log = [json.loads(ln) for ln in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(row["g_pose"]) and math.isfinite(row["pose_wasserstein"]) for row in log)
+
+
 def _states_equal(a: dict, b: dict) -> None:
-    for key in ("decoder", "critic", "transition", "classifier", "discriminator"):
+    for key in ("decoder", "critic", "transition", "classifier", "discriminator", "pose_critic"):
         if key in a:
             for name in a[key]:
                 assert torch.equal(a[key][name], b[key][name]), f"{key}.{name}"
@@ -140,7 +157,7 @@ def test_gradient_penalty_matches_a_hand_computation():
     pre = first.weight @ torch.cat([x_hat, cond], 1)[0] + first.bias
     grad = first.weight[:, :2].T @ (last.weight[0] * (pre > 0).float())
     expected = (grad.norm() - 1) ** 2
-    got = stage1_pose.gradient_penalty(critic, real, fake, cond, eps=eps)
+    got = gradient_penalty(critic, real, fake, cond, eps=eps)
     assert torch.allclose(got, expected.detach(), atol=1e-6)
     assert torch.allclose(x_hat, torch.tensor([[0.5, 1.625]]))
 

@@ -85,6 +85,16 @@ def stage1_dims(stage1: dict, requested: int | None) -> int:
     return dims
 
 
+def gradient_penalty(critic: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, cond: torch.Tensor,
+                     eps: torch.Tensor | None = None) -> torch.Tensor:
+    """WGAN-GP: mean (||grad_x critic(x_hat)|| - 1)^2 at x_hat = real + eps (fake - real), eps ~ U[0,1]."""
+    if eps is None:
+        eps = torch.rand(real.shape[0], 1, device=real.device)
+    x_hat = (real + eps * (fake - real)).requires_grad_(True)
+    grad, = torch.autograd.grad(critic(x_hat, cond).sum(), x_hat, create_graph=True)
+    return ((grad.norm(dim=1) - 1.0) ** 2).mean()
+
+
 def save_state(run_dir: Path | str, state: dict) -> None:
     """Write the full training state atomically: a killed run finds the previous state intact."""
     buffer = io.BytesIO()

@@ -13,8 +13,8 @@ from tqdm.auto import tqdm
 
 from actiongen.data import ClipSampler, load_pose_data, vectors_to_joints
 from actiongen.models import ModelConfig, PoseCritic, PoseDecoder
-from train.common import (MetricLog, adam_pair, apply_preset, base_parser, check_finite, resume,
-                          save_sample_sheet, save_state, setup, snapshot)
+from train.common import (MetricLog, adam_pair, apply_preset, base_parser, check_finite, gradient_penalty,
+                          resume, save_sample_sheet, save_state, setup, snapshot)
 
 # The seed trains with lr 1e-3, halved every 25k generator steps; "fast" halves sooner to settle
 # within the CPU budget.
@@ -22,16 +22,6 @@ PRESETS = {
     "paper": dict(steps=50_000, batch=64, lr=1e-3, lr_decay_every=25_000, critic_steps=5, gp_weight=10.0),
     "fast": dict(steps=40_000, batch=64, lr=1e-3, lr_decay_every=12_000, critic_steps=5, gp_weight=10.0),
 }
-
-
-def gradient_penalty(critic: PoseCritic, real: torch.Tensor, fake: torch.Tensor, cond: torch.Tensor,
-                     eps: torch.Tensor | None = None) -> torch.Tensor:
-    """WGAN-GP: mean (||grad_x critic(x_hat)|| - 1)^2 at x_hat = real + eps (fake - real), eps ~ U[0,1]."""
-    if eps is None:
-        eps = torch.rand(real.shape[0], 1, device=real.device)
-    x_hat = (real + eps * (fake - real)).requires_grad_(True)
-    grad, = torch.autograd.grad(critic(x_hat, cond).sum(), x_hat, create_graph=True)
-    return ((grad.norm(dim=1) - 1.0) ** 2).mean()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

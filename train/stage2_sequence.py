@@ -21,11 +21,11 @@ from tqdm.auto import tqdm
 from actiongen.checkpoint import Bundle, save_bundle
 from actiongen.data import ClipSampler, load_pose_data, vectors_to_joints
 from actiongen.models import (LATENT_BOUNDARIES, ActionClassifier, LatentTransitionGenerator, ModelConfig,
-                              MotionConvDiscriminator, PoseDecoder, SequenceDiscriminator,
+                              MotionConvDiscriminator, PoseCritic, PoseDecoder, SequenceDiscriminator,
                               velocity_and_acceleration)
 from actiongen.skeleton import BONES, NUM_JOINTS
-from train.common import (MetricLog, adam_pair, apply_preset, base_parser, check_finite, load_state, resume,
-                          save_sample_sheet, save_state, setup, snapshot, stage1_dims)
+from train.common import (MetricLog, adam_pair, apply_preset, base_parser, check_finite, gradient_penalty,
+                          load_state, resume, save_sample_sheet, save_state, setup, snapshot, stage1_dims)
 
 # "paper": the seed's recipe (flattened bi-LSTM heads, z free to drift, lr 1e-4 halved every 15k, frozen decoder).
 # "fast": pooled heads (25x fewer head weights, ~3x faster per iteration), z kept in the decoder's
@@ -41,12 +41,14 @@ from train.common import (MetricLog, adam_pair, apply_preset, base_parser, check
 PRESETS = {
     "paper": dict(steps=12_500, batch=32, lr=1e-4, lr_decay_every=15_000, head="flatten", latent_boundary="none",
                   g_steps=2, shift_weight=0.1, shift_per_clip=False, disc="lstm", motion_weight=0.0, ema=0.0,
-                  edge_weight=0.0, candidate_every=0, decoder_lr=0.0, bone_weight=0.0),
+                  edge_weight=0.0, candidate_every=0, decoder_lr=0.0, bone_weight=0.0, pose_critic_weight=0.0),
     "fast": dict(steps=2_000, batch=32, lr=2e-4, lr_decay_every=2_000, head="pool", latent_boundary="clamp",
                  g_steps=2, shift_weight=0.8, shift_per_clip=True, disc="both", motion_weight=1.0, ema=0.995,
-                 edge_weight=1.0, candidate_every=250, decoder_lr=0.0, bone_weight=0.0),
+                 edge_weight=1.0, candidate_every=250, decoder_lr=0.0, bone_weight=0.0,
+                 pose_critic_weight=0.0),
 }
 SMOOTH_WEIGHT, CLASS_WEIGHT = 1e-4, 0.01
+POSE_GP_WEIGHT = 10.0  # the stage-1 critic's gradient penalty
 BONE_PARENTS, BONE_CHILDREN = [b[0] for b in BONES], [b[1] for b in BONES]
 MOTION_TARGET_CLIPS = 8192  # random training clips (~800 per class) behind the motion term's targets
 
@@ -76,6 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "(0: frozen, as in the paper)")
     p.add_argument("--bone-weight", type=float, help="weight of the within-clip bone-length variation, 3D "
                    "models only (real bones are rigid; in a 2D view their length changes as the person turns)")
+    p.add_argument("--pose-critic-weight", type=float, help="weight of a per-frame pose critic: the stage-1 "
+                   "WGAN-GP critic, trained on in stage 2 against the clips' frames, so that a fine-tuned decoder "
+                   "and the latent path stay on the real pose distribution (0: off)")
     p.add_argument("--candidate-every", type=int,
                    help="also export a bundle every N iterations into <out>/candidates (for train.select_checkpoint)")
     return apply_preset(p.parse_args(argv), PRESETS)
@@ -136,6 +141,12 @@ def bone_variation(frames: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, 
     skeleton (real 3D clips: 0.2 %), what the evaluation reports in %."""
     lengths = bone_lengths(frames, mean, std, dims)
     return (lengths.std(dim=1) / lengths.mean(dim=1).clamp(min=1e-6)).mean()
+
+
+def frame_rows(clips: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, D) clips and their (B, C) class weights -> (B * T, D) frames and (B * T, C) class weights,
+    what the per-frame pose critic reads."""
+    return clips.reshape(-1, clips.shape[-1]), cond.repeat_interleave(clips.shape[1], dim=0)
 
 
 def edge_penalty(latents: torch.Tensor, margin: float = 0.9) -> torch.Tensor:
@@ -212,6 +223,11 @@ def main(argv: list[str] | None = None) -> None:
            if args.ema else None)
     stateful = {"transition": transition, "classifier": classifier, "discriminator": critics, **optim,
                 **({"ema": ema} if ema else {})}
+    if args.pose_critic_weight:
+        pose_critic = PoseCritic(cfg).to(device)
+        pose_critic.load_state_dict(stage1["critic"])
+        opt_pose = torch.optim.Adam(pose_critic.parameters(), lr=args.lr_d or args.lr, betas=(0.5, 0.9))
+        stateful.update(pose_critic=pose_critic, opt_pose_critic=opt_pose)
     # Drawn before a resume restores the sampler's stream, so a resumed run continues the same batches.
     targets = (class_statistics(*sampler.clips(MOTION_TARGET_CLIPS), cfg.num_classes).to(device)
                if args.motion_weight else None)
@@ -247,6 +263,14 @@ def main(argv: list[str] | None = None) -> None:
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
+        if args.pose_critic_weight:
+            (frames_real, frames_cond), (frames_fake, _) = frame_rows(real, cond), frame_rows(fake, cond)
+            wasserstein = pose_critic(frames_real, frames_cond).mean() - pose_critic(frames_fake, frames_cond).mean()
+            loss_pose = -wasserstein + POSE_GP_WEIGHT * gradient_penalty(pose_critic, frames_real, frames_fake,
+                                                                         frames_cond)
+            opt_pose.zero_grad(set_to_none=True)
+            loss_pose.backward()
+            opt_pose.step()
 
         for g_step in range(args.g_steps):
             fake, latents, shifts = generate(cond)
@@ -265,6 +289,9 @@ def main(argv: list[str] | None = None) -> None:
             if args.edge_weight:
                 losses["edge"] = edge_penalty(latents)
                 losses["total"] = losses["total"] + args.edge_weight * losses["edge"]
+            if args.pose_critic_weight:
+                losses["pose"] = -pose_critic(*frame_rows(fake, cond)).mean()
+                losses["total"] = losses["total"] + args.pose_critic_weight * losses["pose"]
             if args.bone_weight:
                 losses["bone"] = bone_variation(fake, *pose_stats, args.dims)
                 losses["total"] = losses["total"] + args.bone_weight * losses["bone"]
@@ -283,6 +310,7 @@ def main(argv: list[str] | None = None) -> None:
                       "acc_real": (logits_real.argmax(1) == labels).float().mean().item(),
                       "acc_fake": (logits_fake.argmax(1) == labels).float().mean().item(),
                       "d_real": critics.probability(d_real), "d_fake": critics.probability(d_fake),
+                      **({"pose_wasserstein": wasserstein.item()} if args.pose_critic_weight else {}),
                       "at_edge": (latents.detach().abs() > 0.99).float().mean().item(),
                       "lr": sched_g.get_last_lr()[0]}
             check_finite(done, values)

@@ -88,7 +88,7 @@ def test_decoder_lr_fine_tunes_the_decoder_weights_but_not_its_batchnorm_statist
 def test_pose_critic_starts_from_the_stage1_critic_trains_on_and_resumes(synthetic_root, stage1_run, tmp_path):
     common = ["--data-root", str(synthetic_root), "--stage1", str(stage1_run), "--batch", "8", "--log-every", "1",
               "--checkpoint-every", "2", "--sample-every", "100", *STAGE2_SIZE, "--pose-critic-weight", "1",
-              "--decoder-lr", "1e-3"]
+              "--decoder-lr", "1e-3", "--spectrum-weight", "1"]
     stage2_sequence.main([*common, "--out", str(tmp_path / "straight"), "--steps", "4"])
     stage2_sequence.main([*common, "--out", str(tmp_path / "split"), "--steps", "2"])
     stage2_sequence.main([*common, "--out", str(tmp_path / "split"), "--steps", "4", "--resume"])
@@ -98,7 +98,9 @@ def test_pose_critic_starts_from_the_stage1_critic_trains_on_and_resumes(synthet
     assert critic.keys() == straight["pose_critic"].keys()
     assert not torch.equal(critic["net.0.weight"], straight["pose_critic"]["net.0.weight"])
     log = [json.loads(ln) for ln in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
-    assert all(math.isfinite(row["g_pose"]) and math.isfinite(row["pose_wasserstein"]) for row in log)
+    assert all(math.isfinite(row[key]) for row in log for key in ("g_pose", "pose_wasserstein", "g_spectrum"))
+    meta = load_bundle(tmp_path / "straight" / "actiongen.json").meta["training"]["stage2"]
+    assert meta["pose_critic_weight"] == 1 and meta["spectrum_weight"] == 1
 
 
 def _states_equal(a: dict, b: dict) -> None:
@@ -250,6 +252,22 @@ def test_motion_loss_is_zero_on_target_and_grows_with_the_speed_ratio():
     slow = stage2_sequence.motion_loss(frames * 0.5, labels, targets).item()
     slower = stage2_sequence.motion_loss(frames * 0.25, labels, targets).item()
     assert 0 < slow < slower
+
+
+def test_velocity_spectrum_puts_a_rhythm_in_its_band_and_ignores_steady_drift():
+    fps, t = 50 / 3, torch.arange(50, dtype=torch.float32)
+    step, shake = torch.sin(2 * math.pi * 2.0 * t / fps), torch.sin(2 * math.pi * 6.0 * t / fps)
+    clip = torch.stack([step, shake, 0.3 * t], dim=-1)[None]  # a 2 Hz gait, a 6 Hz jitter, steady drift
+    spectrum = stage2_sequence.velocity_spectrum(clip)[0]  # (bands, dims): 1.4 Hz bands up to 8.3 Hz
+    assert spectrum.shape == (stage2_sequence.SPECTRUM_BANDS, 3)
+    assert spectrum[:, 0].argmax().item() == 1 and spectrum[:, 1].argmax().item() == 4
+    assert spectrum[:, 2].abs().max().item() < 1e-5
+    slow_gait = torch.stack([0.5 * step, shake, 0.3 * t], dim=-1)[None]
+    labels = torch.tensor([0])
+    targets = stage2_sequence.class_statistics(clip, labels, 1, stage2_sequence.velocity_spectrum)
+    assert stage2_sequence.motion_loss(clip, labels, targets, stage2_sequence.velocity_spectrum).item() == \
+        pytest.approx(0.0, abs=1e-10)
+    assert stage2_sequence.motion_loss(slow_gait, labels, targets, stage2_sequence.velocity_spectrum).item() > 0.01
 
 
 def test_edge_penalty_ignores_the_inside_of_the_box():

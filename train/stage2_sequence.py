@@ -9,6 +9,7 @@ import argparse
 import copy
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,15 +42,17 @@ from train.common import (MetricLog, adam_pair, apply_preset, base_parser, check
 PRESETS = {
     "paper": dict(steps=12_500, batch=32, lr=1e-4, lr_decay_every=15_000, head="flatten", latent_boundary="none",
                   g_steps=2, shift_weight=0.1, shift_per_clip=False, disc="lstm", motion_weight=0.0, ema=0.0,
-                  edge_weight=0.0, candidate_every=0, decoder_lr=0.0, bone_weight=0.0, pose_critic_weight=0.0),
+                  edge_weight=0.0, candidate_every=0, decoder_lr=0.0, bone_weight=0.0, pose_critic_weight=0.0,
+                  spectrum_weight=0.0),
     "fast": dict(steps=2_000, batch=32, lr=2e-4, lr_decay_every=2_000, head="pool", latent_boundary="clamp",
                  g_steps=2, shift_weight=0.8, shift_per_clip=True, disc="both", motion_weight=1.0, ema=0.995,
                  edge_weight=1.0, candidate_every=250, decoder_lr=0.0, bone_weight=0.0,
-                 pose_critic_weight=0.0),
+                 pose_critic_weight=0.0, spectrum_weight=0.0),
 }
 SMOOTH_WEIGHT, CLASS_WEIGHT = 1e-4, 0.01
 POSE_GP_WEIGHT = 10.0  # the stage-1 critic's gradient penalty
 BONE_PARENTS, BONE_CHILDREN = [b[0] for b in BONES], [b[1] for b in BONES]
+SPECTRUM_BANDS = 6  # 0-8.3 Hz in 1.4 Hz bands at 16.7 fps (a walking step: about 2 Hz)
 MOTION_TARGET_CLIPS = 8192  # random training clips (~800 per class) behind the motion term's targets
 
 
@@ -72,6 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr-d", type=float, help="discriminator learning rate (default: --lr)")
     p.add_argument("--motion-weight", type=float,
                    help="weight of the per-class motion statistics term (log speed, acceleration, spread)")
+    p.add_argument("--spectrum-weight", type=float, help="weight of the per-class velocity spectrum term "
+                   "(log amplitude in frequency bands: the rhythm of a gait)")
     p.add_argument("--edge-weight", type=float, help="weight of the penalty on latents near the box edge")
     p.add_argument("--ema", type=float, help="decay of the exported moving average of generator weights (0: off)")
     p.add_argument("--decoder-lr", type=float, help="fine-tune the stage-1 decoder at this learning rate "
@@ -113,15 +118,26 @@ def class_means(values: torch.Tensor, labels: torch.Tensor, num_classes: int) ->
     return (sums / counts.clamp(min=1)[:, None]).view(num_classes, *values.shape[1:]), counts
 
 
-def class_statistics(clips: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Mean clip statistics of real clips per class: (C, 3, D), the motion term's targets."""
-    return class_means(clip_statistics(clips), labels, num_classes)[0]
+def velocity_spectrum(x: torch.Tensor) -> torch.Tensor:
+    """Per clip and pose dimension: the velocity's amplitude in SPECTRUM_BANDS equal frequency bands from 0
+    to the Nyquist rate, (B, T, D) -> (B, bands, D). The rhythm of a motion (a gait's step frequency), which
+    the mean speed does not see: slow legs with jittering wrists can have the right mean speeds."""
+    velocity = velocity_and_acceleration(x)[0]
+    power = torch.fft.rfft(velocity - velocity.mean(dim=1, keepdim=True), dim=1, norm="ortho").abs().pow(2)
+    return torch.stack([band.mean(dim=1) for band in torch.tensor_split(power, SPECTRUM_BANDS, dim=1)], dim=1).sqrt()
 
 
-def motion_loss(frames: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def class_statistics(clips: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                     statistics: Callable[[torch.Tensor], torch.Tensor] = clip_statistics) -> torch.Tensor:
+    """Mean clip statistics of real clips per class: (C, ...), the motion terms' targets."""
+    return class_means(statistics(clips), labels, num_classes)[0]
+
+
+def motion_loss(frames: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor,
+                statistics: Callable[[torch.Tensor], torch.Tensor] = clip_statistics) -> torch.Tensor:
     """Squared log ratio of the generated clips' mean statistics to the real ones, per class present in
-    the batch: a direct signal for limb speed and jitter that a GAN loss gives only slowly."""
-    means, counts = class_means(clip_statistics(frames), labels, targets.shape[0])
+    the batch: a direct signal for limb speed and jitter (or rhythm) that a GAN loss gives only slowly."""
+    means, counts = class_means(statistics(frames), labels, targets.shape[0])
     error = (torch.log(means + 1e-3) - torch.log(targets + 1e-3)).pow(2).flatten(1).mean(dim=1)
     present = (counts > 0).to(error.dtype)
     return (error * present).sum() / present.sum()
@@ -229,8 +245,10 @@ def main(argv: list[str] | None = None) -> None:
         opt_pose = torch.optim.Adam(pose_critic.parameters(), lr=args.lr_d or args.lr, betas=(0.5, 0.9))
         stateful.update(pose_critic=pose_critic, opt_pose_critic=opt_pose)
     # Drawn before a resume restores the sampler's stream, so a resumed run continues the same batches.
-    targets = (class_statistics(*sampler.clips(MOTION_TARGET_CLIPS), cfg.num_classes).to(device)
-               if args.motion_weight else None)
+    target_clips = sampler.clips(MOTION_TARGET_CLIPS) if args.motion_weight or args.spectrum_weight else None
+    targets = class_statistics(*target_clips, cfg.num_classes).to(device) if args.motion_weight else None
+    spectra = (class_statistics(*target_clips, cfg.num_classes, velocity_spectrum).to(device)
+               if args.spectrum_weight else None)
     # The bone-length term reads lengths in mm, so it undoes the standardisation.
     pose_stats = (tuple(torch.as_tensor(v, dtype=torch.float32, device=device)
                         for v in (data.stats.mean, data.stats.std)) if args.bone_weight else None)
@@ -286,6 +304,9 @@ def main(argv: list[str] | None = None) -> None:
             if targets is not None:
                 losses["motion"] = motion_loss(fake, labels, targets)
                 losses["total"] = losses["total"] + args.motion_weight * losses["motion"]
+            if spectra is not None:
+                losses["spectrum"] = motion_loss(fake, labels, spectra, velocity_spectrum)
+                losses["total"] = losses["total"] + args.spectrum_weight * losses["spectrum"]
             if args.edge_weight:
                 losses["edge"] = edge_penalty(latents)
                 losses["total"] = losses["total"] + args.edge_weight * losses["edge"]
@@ -346,8 +367,9 @@ def bundle_meta(args: argparse.Namespace, data, data_cfg, stage1: dict, device: 
             "stage2": {"steps": steps, "minutes": round(minutes, 2), "preset": args.preset,
                        "batch": args.batch, "lr": args.lr, "lr_d": args.lr_d, "shift_weight": args.shift_weight,
                        "shift_per_clip": args.shift_per_clip, "disc": args.disc,
-                       "motion_weight": args.motion_weight, "edge_weight": args.edge_weight, "ema": args.ema,
-                       "decoder_lr": args.decoder_lr, "bone_weight": args.bone_weight},
+                       "motion_weight": args.motion_weight, "spectrum_weight": args.spectrum_weight,
+                       "edge_weight": args.edge_weight, "ema": args.ema, "decoder_lr": args.decoder_lr,
+                       "bone_weight": args.bone_weight, "pose_critic_weight": args.pose_critic_weight},
             "device": str(device), "seed": args.seed,
         },
         "code_version": code_version(),

@@ -231,19 +231,20 @@ def main(argv: list[str] | None = None) -> None:
     g_groups = [{"params": g_params + list(classifier.parameters())}]
     if args.decoder_lr > 0:
         g_groups.append({"params": list(decoder.parameters()), "lr": args.decoder_lr})
-    optim = adam_pair(g_groups, critics.parameters(), args)
+    # The per-frame pose critic starts from stage 1's and trains beside the clip critics, on their optimiser.
+    pose_critic = None
+    if args.pose_critic_weight:
+        pose_critic = PoseCritic(cfg).to(device)
+        pose_critic.load_state_dict(stage1["critic"])
+    d_params = [*critics.parameters(), *(pose_critic.parameters() if pose_critic is not None else ())]
+    optim = adam_pair(g_groups, d_params, args)
     opt_g, opt_d, sched_g, sched_d = optim.values()
     # The exported generator: a moving average of the trained one (GAN weights oscillate around a good
     # solution; their average samples it more steadily), or the trained one itself.
     ema = (AveragedModel(transition, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True)
            if args.ema else None)
     stateful = {"transition": transition, "classifier": classifier, "discriminator": critics, **optim,
-                **({"ema": ema} if ema else {})}
-    if args.pose_critic_weight:
-        pose_critic = PoseCritic(cfg).to(device)
-        pose_critic.load_state_dict(stage1["critic"])
-        opt_pose = torch.optim.Adam(pose_critic.parameters(), lr=args.lr_d or args.lr, betas=(0.5, 0.9))
-        stateful.update(pose_critic=pose_critic, opt_pose_critic=opt_pose)
+                **({"ema": ema} if ema else {}), **({"pose_critic": pose_critic} if pose_critic is not None else {})}
     # Drawn before a resume restores the sampler's stream, so a resumed run continues the same batches.
     target_clips = sampler.clips(MOTION_TARGET_CLIPS) if args.motion_weight or args.spectrum_weight else None
     targets = class_statistics(*target_clips, cfg.num_classes).to(device) if args.motion_weight else None
@@ -278,17 +279,15 @@ def main(argv: list[str] | None = None) -> None:
             fake = generate(cond)[0]
         d_real, d_fake = critics(real, cond), critics(fake, cond)
         loss_d = critics.loss(d_real, 1.0) + critics.loss(d_fake, 0.0)
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-        if args.pose_critic_weight:
+        loss_pose = 0.0
+        if pose_critic is not None:
             (frames_real, frames_cond), (frames_fake, _) = frame_rows(real, cond), frame_rows(fake, cond)
             wasserstein = pose_critic(frames_real, frames_cond).mean() - pose_critic(frames_fake, frames_cond).mean()
             loss_pose = -wasserstein + POSE_GP_WEIGHT * gradient_penalty(pose_critic, frames_real, frames_fake,
                                                                          frames_cond)
-            opt_pose.zero_grad(set_to_none=True)
-            loss_pose.backward()
-            opt_pose.step()
+        opt_d.zero_grad(set_to_none=True)
+        (loss_d + loss_pose).backward()
+        opt_d.step()
 
         for g_step in range(args.g_steps):
             fake, latents, shifts = generate(cond)
@@ -310,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
             if args.edge_weight:
                 losses["edge"] = edge_penalty(latents)
                 losses["total"] = losses["total"] + args.edge_weight * losses["edge"]
-            if args.pose_critic_weight:
+            if pose_critic is not None:
                 losses["pose"] = -pose_critic(*frame_rows(fake, cond)).mean()
                 losses["total"] = losses["total"] + args.pose_critic_weight * losses["pose"]
             if args.bone_weight:
@@ -331,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
                       "acc_real": (logits_real.argmax(1) == labels).float().mean().item(),
                       "acc_fake": (logits_fake.argmax(1) == labels).float().mean().item(),
                       "d_real": critics.probability(d_real), "d_fake": critics.probability(d_fake),
-                      **({"pose_wasserstein": wasserstein.item()} if args.pose_critic_weight else {}),
+                      **({"pose_wasserstein": wasserstein.item()} if pose_critic is not None else {}),
                       "at_edge": (latents.detach().abs() > 0.99).float().mean().item(),
                       "lr": sched_g.get_last_lr()[0]}
             check_finite(done, values)

@@ -42,6 +42,9 @@ class ModelConfig:
     # seed), "clamp" sticks to the face (a fifth of all coordinates end up there), "reflect" folds the walk
     # back in, so its coordinates stay uniform on the box like the decoder's training prior.
     latent_boundary: str = "clamp"
+    # The seed's LSTM reads only noise and class, so it emits the same shifts wherever z_0 lies and cannot
+    # steer a gait cycle around the decoder's pose manifold; with feedback it also reads z_{t-1}.
+    latent_feedback: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,7 +113,8 @@ class LatentTransitionGenerator(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.decoder = decoder
-        self.lstm = nn.LSTM(cfg.noise_dim + cfg.num_classes, cfg.lstm_hidden, batch_first=True)
+        feedback = cfg.latent_dim if cfg.latent_feedback else 0
+        self.lstm = nn.LSTM(cfg.noise_dim + cfg.num_classes + feedback, cfg.lstm_hidden, batch_first=True)
         self.to_shift = nn.Linear(cfg.lstm_hidden, cfg.latent_dim)
 
     def sample_inputs(self, batch: int, frames: int, generator: torch.Generator | None = None,
@@ -125,7 +129,10 @@ class LatentTransitionGenerator(nn.Module):
         """Latents (B, T, d) and shifts (B, T-1, d); `class_weights` (B, C) or (B, T, C)."""
         steps = noise.shape[1]
         cw = per_step(class_weights, steps + 1)
-        hidden, _ = self.lstm(torch.cat([noise, cw[:, 1:]], dim=-1))
+        inputs = torch.cat([noise, cw[:, 1:]], dim=-1)
+        if self.cfg.latent_feedback:
+            return self._feedback_path(z0, inputs)
+        hidden, _ = self.lstm(inputs)
         shifts = self.to_shift(hidden).clamp(-1.0, 1.0)
         if self.cfg.latent_boundary != "clamp":  # a cumulative sum: one kernel instead of T small ones
             walk = z0[:, None] + shifts.cumsum(dim=1)
@@ -138,6 +145,22 @@ class LatentTransitionGenerator(nn.Module):
             z = (z + shifts[:, t]).clamp(-1.0, 1.0)
             path.append(z)
         return torch.stack(path, dim=1), shifts
+
+    def _feedback_path(self, z0: torch.Tensor, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The latent walk with z_{t-1} as an LSTM input, one step at a time. The boundary applies per step:
+        a reflected walk bounces off a face and then moves on from where it landed."""
+        z, state, path, shifts = z0, None, [z0], []
+        for t in range(inputs.shape[1]):
+            hidden, state = self.lstm(torch.cat([inputs[:, t], z], dim=-1)[:, None], state)
+            shift = self.to_shift(hidden[:, 0]).clamp(-1.0, 1.0)
+            z = z + shift
+            if self.cfg.latent_boundary == "clamp":
+                z = z.clamp(-1.0, 1.0)
+            elif self.cfg.latent_boundary == "reflect":
+                z = fold_into_box(z)
+            path.append(z)
+            shifts.append(shift)
+        return torch.stack(path, dim=1), torch.stack(shifts, dim=1)
 
     def forward(self, z0: torch.Tensor, noise: torch.Tensor, class_weights: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

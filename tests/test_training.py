@@ -11,6 +11,7 @@ import torch
 
 from actiongen.checkpoint import load_bundle
 from actiongen.data import vectors_to_joints
+from actiongen.generator import Generator
 from actiongen.models import LatentTransitionGenerator, ModelConfig, PoseCritic, PoseDecoder, fold_into_box
 from actiongen.skeleton import BONES
 from train import select_checkpoint, stage1_pose, stage2_sequence
@@ -162,10 +163,11 @@ def test_gradient_penalty_matches_a_hand_computation():
     assert torch.allclose(x_hat, torch.tensor([[0.5, 1.625]]))
 
 
+@pytest.mark.parametrize("feedback", [False, True])
 @pytest.mark.parametrize("frames", [2, 50, 500])
 @pytest.mark.parametrize("boundary", ["clamp", "reflect", "none"])
-def test_generator_shapes_for_any_length(frames, boundary):
-    cfg = ModelConfig(latent_boundary=boundary)
+def test_generator_shapes_for_any_length(frames, boundary, feedback):
+    cfg = ModelConfig(latent_boundary=boundary, latent_feedback=feedback)
     gen = LatentTransitionGenerator(cfg, PoseDecoder(cfg)).eval()
     z0, noise = gen.sample_inputs(2, frames)
     with torch.no_grad():
@@ -177,6 +179,30 @@ def test_generator_shapes_for_any_length(frames, boundary):
         assert torch.allclose(latents[:, 1:] - latents[:, :-1], shifts, atol=1e-5)
     else:
         assert latents.abs().max() <= 1
+
+
+@pytest.mark.parametrize("boundary", ["clamp", "reflect", "none"])
+def test_latent_feedback_makes_the_shifts_depend_on_where_the_walk_is(boundary):
+    torch.manual_seed(0)
+    shifts_from = {}
+    for feedback in (False, True):
+        cfg = ModelConfig(latent_boundary=boundary, latent_feedback=feedback)
+        gen = LatentTransitionGenerator(cfg, PoseDecoder(cfg)).eval()
+        z0, noise = gen.sample_inputs(2, 20)
+        with torch.no_grad():
+            gen.to_shift.weight.mul_(20)  # shifts large enough to hit the faces of the box
+            _, latents, shifts = gen(torch.stack([z0[0], -z0[0]]), noise[:1].expand(2, -1, -1), torch.eye(10)[:2][[0, 0]])
+        shifts_from[feedback] = shifts
+        expected = latents[:, :-1] + shifts
+        if boundary == "clamp":
+            expected = expected.clamp(-1, 1)
+        elif boundary == "reflect":
+            expected = fold_into_box(expected)
+        if feedback or boundary != "reflect":  # without feedback a reflected walk folds the unbounded sum
+            assert torch.allclose(latents[:, 1:], expected, atol=1e-5)
+    # The same noise and class from two starting points: the seed's LSTM emits the same shifts, feedback doesn't.
+    assert torch.equal(shifts_from[False][0], shifts_from[False][1])
+    assert not torch.allclose(shifts_from[True][0], shifts_from[True][1], atol=1e-3)
 
 
 def test_per_step_class_weights_drive_each_frame():
@@ -309,12 +335,16 @@ def test_stage2_trains_with_each_discriminator_and_the_realism_terms(synthetic_r
     out = tmp_path / "stage2"
     stage2_sequence.main(["--data-root", str(synthetic_root), "--stage1", str(stage1_run), "--out", str(out),
                           *SMALL, *STAGE2_SIZE, "--steps", "4", "--disc", disc, "--motion-weight", "1",
-                          "--edge-weight", "1", "--ema", "0.9", "--candidate-every", "2"])
+                          "--edge-weight", "1", "--ema", "0.9", "--candidate-every", "2",
+                          "--latent-feedback", str(disc == "both")])
     assert sorted(p.name for p in (out / "candidates").glob("*.json")) == ["step_000002.json", "step_000004.json"]
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert {"g_motion", "g_edge", "at_edge"} <= set(logged[-1])
     bundle = load_bundle(out / "actiongen.json")
     assert bundle.meta["training"]["stage2"]["disc"] == disc
+    assert bundle.config.latent_feedback == bundle.meta["training"]["stage2"]["latent_feedback"] == (disc == "both")
+    clip = Generator.load(out / "actiongen.json").sample("Walking", seed=3)
+    assert clip.joints.shape == (50, 16, 2) and np.isfinite(clip.joints).all()
 
 
 def test_reflecting_walk_bounces_off_the_faces_and_stays_uniform():

@@ -43,11 +43,11 @@ PRESETS = {
     "paper": dict(steps=12_500, batch=32, lr=1e-4, lr_decay_every=15_000, head="flatten", latent_boundary="none",
                   g_steps=2, shift_weight=0.1, shift_per_clip=False, disc="lstm", motion_weight=0.0, ema=0.0,
                   edge_weight=0.0, candidate_every=0, decoder_lr=0.0, bone_weight=0.0, pose_critic_weight=0.0,
-                  spectrum_weight=0.0),
+                  spectrum_weight=0.0, latent_feedback=False),
     "fast": dict(steps=1_000, batch=32, lr=2e-4, lr_decay_every=2_000, head="pool", latent_boundary="clamp",
                  g_steps=2, shift_weight=0.1, shift_per_clip=True, disc="both", motion_weight=1.0, ema=0.995,
                  edge_weight=1.0, candidate_every=250, decoder_lr=2e-4, bone_weight=0.0,
-                 pose_critic_weight=1.0, spectrum_weight=0.0),
+                 pose_critic_weight=1.0, spectrum_weight=0.0, latent_feedback=False),
 }
 SMOOTH_WEIGHT, CLASS_WEIGHT = 1e-4, 0.01
 POSE_GP_WEIGHT = 10.0  # the stage-1 critic's gradient penalty
@@ -64,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--head", choices=["flatten", "pool"], help="discriminator/classifier head")
     p.add_argument("--latent-boundary", choices=LATENT_BOUNDARIES, help="what the latent walk does at the faces "
                    "of the decoder's [-1, 1] box: clamp, reflect (fold back in) or none (drift out, the seed)")
+    p.add_argument("--latent-feedback", type=lambda s: s.lower() in ("1", "true", "yes"),
+                   help="the transition LSTM also reads z_{t-1}, so its shifts can depend on where the walk is")
     p.add_argument("--g-steps", type=int, help="generator steps per discriminator step")
     p.add_argument("--shift-weight", type=float, help="weight of the squared latent shifts")
     p.add_argument("--shift-per-clip", type=lambda s: s.lower() in ("1", "true", "yes"),
@@ -219,6 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     data = load_pose_data(data_cfg)
     sampler = ClipSampler(data, "train", seed=args.seed)
     cfg = replace(ModelConfig.from_dict(stage1["model"]), head=args.head, latent_boundary=args.latent_boundary,
+                  latent_feedback=args.latent_feedback,
                   clip_frames=data_cfg.clip_frames, lstm_hidden=args.lstm_hidden, head_hidden=args.head_hidden)
     decoder = PoseDecoder(cfg)
     decoder.load_state_dict(stage1["decoder"])
@@ -368,7 +371,8 @@ def bundle_meta(args: argparse.Namespace, data, data_cfg, stage1: dict, device: 
                        "shift_per_clip": args.shift_per_clip, "disc": args.disc,
                        "motion_weight": args.motion_weight, "spectrum_weight": args.spectrum_weight,
                        "edge_weight": args.edge_weight, "ema": args.ema, "decoder_lr": args.decoder_lr,
-                       "bone_weight": args.bone_weight, "pose_critic_weight": args.pose_critic_weight},
+                       "bone_weight": args.bone_weight, "pose_critic_weight": args.pose_critic_weight,
+                       "latent_feedback": args.latent_feedback},
             "device": str(device), "seed": args.seed,
         },
         "code_version": code_version(),

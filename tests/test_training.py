@@ -294,6 +294,23 @@ def test_velocity_spectrum_puts_a_rhythm_in_its_band_and_ignores_steady_drift():
     assert stage2_sequence.motion_loss(slow_gait, labels, targets, stage2_sequence.velocity_spectrum).item() > 0.01
 
 
+def test_velocity_coupling_sees_joints_that_move_together():
+    gen = torch.Generator().manual_seed(0)
+    walk = torch.randn(64, 200, 2, generator=gen).cumsum(dim=1)  # two independent random walks
+    together = torch.cat([walk, 2 * walk[..., :1] + 1], dim=-1)  # a third dimension moving with the first
+    coupling = stage2_sequence.velocity_coupling(together)  # pairs (0, 1), (0, 2), (1, 2)
+    assert coupling.shape == (64, 3)
+    assert coupling[:, 0].mean().item() < 0.02 and coupling[:, 2].mean().item() < 0.02
+    assert torch.allclose(coupling[:, 1], torch.ones(64), atol=1e-4)
+    still = stage2_sequence.velocity_coupling(torch.zeros(2, 10, 3))
+    assert torch.isfinite(still).all() and still.abs().max().item() == 0
+    labels = torch.zeros(64, dtype=torch.long)
+    independent = torch.cat([walk, torch.randn(64, 200, 1, generator=gen).cumsum(dim=1)], dim=-1)
+    targets = stage2_sequence.class_statistics(independent, labels, 1, stage2_sequence.velocity_coupling)
+    loss = lambda clips: stage2_sequence.motion_loss(clips, labels, targets, stage2_sequence.velocity_coupling)
+    assert loss(independent).item() == pytest.approx(0.0, abs=1e-10) and loss(together).item() > 1.0
+
+
 def test_edge_penalty_ignores_the_inside_of_the_box():
     inside = torch.full((2, 5, 3), 0.85)
     assert stage2_sequence.edge_penalty(inside).item() == 0.0
@@ -335,11 +352,11 @@ def test_stage2_trains_with_each_discriminator_and_the_realism_terms(synthetic_r
     out = tmp_path / "stage2"
     stage2_sequence.main(["--data-root", str(synthetic_root), "--stage1", str(stage1_run), "--out", str(out),
                           *SMALL, *STAGE2_SIZE, "--steps", "4", "--disc", disc, "--motion-weight", "1",
-                          "--edge-weight", "1", "--ema", "0.9", "--candidate-every", "2",
-                          "--latent-feedback", str(disc == "both")])
+                          "--edge-weight", "1", "--ema", "0.9", "--candidate-every", "2", "--spectrum-weight", "1",
+                          "--coupling-weight", "1", "--latent-feedback", str(disc == "both")])
     assert sorted(p.name for p in (out / "candidates").glob("*.json")) == ["step_000002.json", "step_000004.json"]
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert {"g_motion", "g_edge", "at_edge"} <= set(logged[-1])
+    assert {"g_motion", "g_spectrum", "g_coupling", "g_edge", "at_edge"} <= set(logged[-1])
     bundle = load_bundle(out / "actiongen.json")
     assert bundle.meta["training"]["stage2"]["disc"] == disc
     assert bundle.config.latent_feedback == bundle.meta["training"]["stage2"]["latent_feedback"] == (disc == "both")

@@ -142,22 +142,25 @@ class LatentTransitionGenerator(nn.Module):
         z = z0
         path = [z0]
         for t in range(steps):
-            z = (z + shifts[:, t]).clamp(-1.0, 1.0)
+            z = self._step(z, shifts[:, t])
             path.append(z)
         return torch.stack(path, dim=1), shifts
 
+    def _step(self, z: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """One step of the walk with the boundary applied at once: a reflected walk bounces off a face and
+        moves on from where it landed (the paths without feedback fold their cumulative sum instead)."""
+        z = z + shift
+        if self.cfg.latent_boundary == "clamp":
+            return z.clamp(-1.0, 1.0)
+        return fold_into_box(z) if self.cfg.latent_boundary == "reflect" else z
+
     def _feedback_path(self, z0: torch.Tensor, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The latent walk with z_{t-1} as an LSTM input, one step at a time. The boundary applies per step:
-        a reflected walk bounces off a face and then moves on from where it landed."""
+        """The latent walk with z_{t-1} as an LSTM input, one step at a time."""
         z, state, path, shifts = z0, None, [z0], []
         for t in range(inputs.shape[1]):
             hidden, state = self.lstm(torch.cat([inputs[:, t], z], dim=-1)[:, None], state)
             shift = self.to_shift(hidden[:, 0]).clamp(-1.0, 1.0)
-            z = z + shift
-            if self.cfg.latent_boundary == "clamp":
-                z = z.clamp(-1.0, 1.0)
-            elif self.cfg.latent_boundary == "reflect":
-                z = fold_into_box(z)
+            z = self._step(z, shift)
             path.append(z)
             shifts.append(shift)
         return torch.stack(path, dim=1), torch.stack(shifts, dim=1)

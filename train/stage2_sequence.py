@@ -56,6 +56,11 @@ SPECTRUM_BANDS = 6  # 0-8.3 Hz in 1.4 Hz bands at 16.7 fps (a walking step: abou
 MOTION_TARGET_CLIPS = 8192  # random training clips (~800 per class) behind the motion term's targets
 
 
+def yes_or_no(text: str) -> bool:
+    """A boolean option's value: 1, true or yes (any case) is on, anything else off."""
+    return text.lower() in ("1", "true", "yes")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = base_parser(__doc__.splitlines()[0])
     p.add_argument("--stage1", required=True, help="stage-1 run directory (its state.pt holds the decoder)")
@@ -64,11 +69,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--head", choices=["flatten", "pool"], help="discriminator/classifier head")
     p.add_argument("--latent-boundary", choices=LATENT_BOUNDARIES, help="what the latent walk does at the faces "
                    "of the decoder's [-1, 1] box: clamp, reflect (fold back in) or none (drift out, the seed)")
-    p.add_argument("--latent-feedback", type=lambda s: s.lower() in ("1", "true", "yes"),
+    p.add_argument("--latent-feedback", type=yes_or_no,
                    help="the transition LSTM also reads z_{t-1}, so its shifts can depend on where the walk is")
     p.add_argument("--g-steps", type=int, help="generator steps per discriminator step")
     p.add_argument("--shift-weight", type=float, help="weight of the squared latent shifts")
-    p.add_argument("--shift-per-clip", type=lambda s: s.lower() in ("1", "true", "yes"),
+    p.add_argument("--shift-per-clip", type=yes_or_no,
                    help="average the shift penalty over the batch (the seed sums it)")
     p.add_argument("--lstm-hidden", type=int, default=256, help="LSTM width of every sequence network")
     p.add_argument("--head-hidden", type=int, default=1024, help="hidden width of the bi-LSTM heads")

@@ -191,7 +191,7 @@ def test_latent_feedback_makes_the_shifts_depend_on_where_the_walk_is(boundary):
         z0, noise = gen.sample_inputs(2, 20)
         with torch.no_grad():
             gen.to_shift.weight.mul_(20)  # shifts large enough to hit the faces of the box
-            _, latents, shifts = gen(torch.stack([z0[0], -z0[0]]), noise[:1].expand(2, -1, -1), torch.eye(10)[:2][[0, 0]])
+            _, latents, shifts = gen(torch.stack([z0[0], -z0[0]]), noise[:1].expand(2, -1, -1), torch.eye(10)[[0, 0]])
         shifts_from[feedback] = shifts
         expected = latents[:, :-1] + shifts
         if boundary == "clamp":

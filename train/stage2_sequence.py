@@ -271,12 +271,12 @@ def main(argv: list[str] | None = None) -> None:
                 **({"ema": ema} if ema else {}), **({"pose_critic": pose_critic} if pose_critic is not None else {})}
     # Drawn before a resume restores the sampler's stream, so a resumed run continues the same batches.
     # The statistic terms: each matches a per-class mean statistic of the generated clips to the real one.
-    statistic_terms = {name: (weight, statistic) for name, weight, statistic in (
+    chosen = [(name, weight, statistic) for name, weight, statistic in (
         ("motion", args.motion_weight, clip_statistics), ("spectrum", args.spectrum_weight, velocity_spectrum),
-        ("coupling", args.coupling_weight, velocity_coupling)) if weight}
-    target_clips = sampler.clips(MOTION_TARGET_CLIPS) if statistic_terms else None
-    statistic_targets = {name: class_statistics(*target_clips, cfg.num_classes, statistic).to(device)
-                         for name, (_, statistic) in statistic_terms.items()}
+        ("coupling", args.coupling_weight, velocity_coupling)) if weight]
+    target_clips = sampler.clips(MOTION_TARGET_CLIPS) if chosen else None
+    statistic_terms = {name: (weight, statistic, class_statistics(*target_clips, cfg.num_classes, statistic).to(device))
+                       for name, weight, statistic in chosen}
     # The bone-length term reads lengths in mm, so it undoes the standardisation.
     pose_stats = (tuple(torch.as_tensor(v, dtype=torch.float32, device=device)
                         for v in (data.stats.mean, data.stats.std)) if args.bone_weight else None)
@@ -327,8 +327,8 @@ def main(argv: list[str] | None = None) -> None:
             ce_fake = F.cross_entropy(logits_fake, labels)
             losses = generator_loss(critics.loss(critics(fake, cond), 1.0), fake, shifts, ce_real, ce_fake,
                                     args.shift_weight, args.shift_per_clip)
-            for name, (weight, statistic) in statistic_terms.items():
-                losses[name] = motion_loss(fake, labels, statistic_targets[name], statistic)
+            for name, (weight, statistic, target) in statistic_terms.items():
+                losses[name] = motion_loss(fake, labels, target, statistic)
                 losses["total"] = losses["total"] + weight * losses[name]
             if args.edge_weight:
                 losses["edge"] = edge_penalty(latents)

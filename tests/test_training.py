@@ -317,6 +317,22 @@ def test_edge_penalty_ignores_the_inside_of_the_box():
     assert stage2_sequence.edge_penalty(torch.full((2, 5, 3), 1.0)).item() == pytest.approx(0.01)
 
 
+def test_prior_distance_is_small_on_the_prior_and_large_for_a_settled_or_edge_walk():
+    torch.manual_seed(0)
+    on_prior = torch.rand(32, 50, 12) * 2 - 1
+    floor = stage2_sequence.prior_distance(on_prior).item()
+    assert floor < 3e-3
+    settled = on_prior * 0.3 + 0.2  # the walk stays in one region of the box
+    at_faces = on_prior.sign()  # every coordinate on a face of the box
+    assert stage2_sequence.prior_distance(settled).item() > 30 * floor
+    # On the axes alone, a coordinate always at +-1 is sqrt(1/3) from uniform on [-1, 1] in mean square:
+    # E[(sign(u) - u)^2] = 1/3, and the random directions add more.
+    assert stage2_sequence.prior_distance(at_faces, projections=0).item() == pytest.approx(1 / 3, rel=0.05)
+    settled.requires_grad_(True)
+    stage2_sequence.prior_distance(settled).backward()
+    assert settled.grad.abs().sum() > 0
+
+
 def _standardised(joints: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     return (joints[..., 1:, :].flatten(-2) - mean) / std
 
@@ -353,12 +369,14 @@ def test_stage2_trains_with_each_discriminator_and_the_realism_terms(synthetic_r
     stage2_sequence.main(["--data-root", str(synthetic_root), "--stage1", str(stage1_run), "--out", str(out),
                           *SMALL, *STAGE2_SIZE, "--steps", "4", "--disc", disc, "--motion-weight", "1",
                           "--edge-weight", "1", "--ema", "0.9", "--candidate-every", "2", "--spectrum-weight", "1",
-                          "--coupling-weight", "1", "--latent-feedback", str(disc == "both")])
+                          "--coupling-weight", "1", "--latent-feedback", str(disc == "both"),
+                          "--prior-weight", "1"])
     assert sorted(p.name for p in (out / "candidates").glob("*.json")) == ["step_000002.json", "step_000004.json"]
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert {"g_motion", "g_spectrum", "g_coupling", "g_edge", "at_edge"} <= set(logged[-1])
+    assert {"g_motion", "g_spectrum", "g_coupling", "g_edge", "g_prior", "at_edge"} <= set(logged[-1])
     bundle = load_bundle(out / "actiongen.json")
     assert bundle.meta["training"]["stage2"]["disc"] == disc
+    assert bundle.meta["training"]["stage2"]["prior_weight"] == 1.0
     assert bundle.config.latent_feedback == bundle.meta["training"]["stage2"]["latent_feedback"] == (disc == "both")
     clip = Generator.load(out / "actiongen.json").sample("Walking", seed=3)
     assert clip.joints.shape == (50, 16, 2) and np.isfinite(clip.joints).all()

@@ -1,10 +1,9 @@
-"""BVH export of 3D clips, and the fixed-length skeleton that every 3D export shares.
+"""BVH export of 3D clips on the fixed-length skeleton that every 3D export shares.
 
-The model's bone lengths drift a little from frame to frame (nothing in the network holds them fixed), and
-a BVH file can only hold one length per bone. So every 3D export (BVH, NPZ, JSON and the drawings) first
-fits a fixed-length skeleton to the clip (`fit_fixed_lengths`): bone directions are kept, and each bone is
-set to its mean length over the clip, from the hip outwards. `FittedClip` says how far that moves the
-joints from the raw model output.
+A BVH file can only hold one length per bone. A 3D model's clips come on a fixed-length skeleton already
+(`skeleton.fit_fixed_lengths`: bone directions kept, each bone at its mean length over the clip, from the
+hip outwards); the export fits again, which leaves those clips as they are and also takes the network's raw
+output (`Generator.sample(..., fixed_bones=False)`), so every 3D export (BVH, NPZ, JSON) holds one skeleton.
 
 The BVH hierarchy is rooted at the hip and carries the H3.6M joint names, plus five joints of zero offset
 that let each bone rotate on its own where a joint has several children: RPelvis and LPelvis (the two
@@ -28,7 +27,7 @@ from pybvh import Bvh, write_bvh_file
 from pybvh.bvhnode import BvhEndSite, BvhJoint, BvhRoot
 from pybvh.rotations import rotmat_to_euler
 
-from .skeleton import BONES, HIP, JOINT_NAMES, NUM_JOINTS
+from .skeleton import BONES, HIP, JOINT_NAMES, NUM_JOINTS, WORLD_UP, FittedClip, fit_fixed_lengths
 
 MM_PER_BVH_UNIT = 1000.0  # BVH files are written in metres
 EULER_ORDER = "ZXY"  # channels Zrotation Xrotation Yrotation: the most common BVH order (CMU, Blender)
@@ -36,7 +35,6 @@ EULER_ORDER = "ZXY"  # channels Zrotation Xrotation Yrotation: the most common B
 WORLD_TO_BVH = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
 
 _X, _Y = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
-WORLD_UP = np.array([0.0, 0.0, 1.0])
 _j = JOINT_NAMES.index
 # Rest direction (BVH axes, T-pose facing +Z, the person's left at +X) of the bone ending at each joint.
 REST_DIRECTION: dict[int, np.ndarray] = {
@@ -80,43 +78,6 @@ BVH_BONES: tuple[BvhBone, ...] = (
     BvhBone("RShoulder", 13, _j("RShoulder"), _j("RElbow")),
     BvhBone("RElbow", 14, _j("RElbow"), _j("RWrist"), tip_is_end_site=True),
 )
-
-
-# ----------------------------------------------------------------------------- fixed-length skeleton
-
-@dataclass
-class FittedClip:
-    """A clip on a fixed-length skeleton and how far the fit moved its joints from the input."""
-
-    joints: np.ndarray  # (..., T, 16, 3) float32 mm, hip-centred, each bone at its clip-mean length
-    bone_lengths: np.ndarray  # (..., 15) mm, in skeleton.BONES order
-    displacement_mean_mm: float  # mean over joints and frames of |fitted - input|
-    displacement_max_mm: float
-
-
-def bone_lengths(joints: np.ndarray) -> np.ndarray:
-    """(..., 16, 3) joints -> (..., 15) lengths of skeleton.BONES."""
-    parents, children = [p for p, _, _ in BONES], [c for _, c, _ in BONES]
-    return np.linalg.norm(joints[..., children, :] - joints[..., parents, :], axis=-1)
-
-
-def fit_fixed_lengths(joints: np.ndarray) -> FittedClip:
-    """Keep each bone's direction, set its length to its mean over the clip (axis -3), from the hip
-    outwards (skeleton.BONES lists parents before children). (..., T, 16, 3) in, same shape out."""
-    raw = np.asarray(joints, dtype=np.float64)
-    if raw.ndim < 3 or raw.shape[-2:] != (NUM_JOINTS, 3):
-        raise ValueError(f"fit_fixed_lengths needs 3D clips of shape (..., T, {NUM_JOINTS}, 3); got {raw.shape}")
-    lengths = bone_lengths(raw).mean(axis=-2)  # (..., 15)
-    fitted = np.zeros_like(raw)
-    fitted[..., HIP, :] = raw[..., HIP, :]
-    for b, (parent, child, _) in enumerate(BONES):
-        bone = raw[..., child, :] - raw[..., parent, :]
-        norm = np.linalg.norm(bone, axis=-1, keepdims=True)
-        direction = np.where(norm > 0, bone / np.maximum(norm, 1e-12), WORLD_UP)  # a collapsed bone points up
-        fitted[..., child, :] = fitted[..., parent, :] + lengths[..., None, b, None] * direction
-    displacement = np.linalg.norm(fitted - raw, axis=-1)
-    return FittedClip(fitted.astype(np.float32), lengths.astype(np.float32), float(displacement.mean()),
-                      float(displacement.max()))
 
 
 def root_positions(joints: np.ndarray) -> np.ndarray:

@@ -17,7 +17,6 @@ import torch
 from tqdm.auto import tqdm
 
 from . import render
-from .bvh import fit_fixed_lengths
 from .checkpoint import DEFAULT_BUNDLES
 from .generator import (MAX_BATCH_FRAMES, MAX_FRAMES, MAX_STRIP_STEPS, MIN_FRAMES, SEED_LIMIT, Generator, Sample,
                         int_from_text)
@@ -209,10 +208,9 @@ def describe(sample: Sample, actions: Sequence[str]) -> str:
     if sample.probabilities is not None:
         best = int(sample.probabilities.argmax())
         text += f"; classifier: {actions[best]} {100 * sample.probabilities[best]:.0f}%"
-    if sample.joints.shape[-1] == 3:
-        fit = fit_fixed_lengths(sample.joints)
-        text += (f"; fixed-length skeleton moved joints by {fit.displacement_mean_mm:.1f} mm on average "
-                 f"(max {fit.displacement_max_mm:.1f} mm)")
+    if sample.fit_displacement_mm is not None:
+        mean, largest = sample.fit_displacement_mm
+        text += f"; fixed-length skeleton moved joints by {mean:.1f} mm on average (max {largest:.1f} mm)"
     return text
 
 

@@ -11,13 +11,15 @@ For each seed it generates `per_class` clips of every action and measures:
                 scored on a held-out training subject, never S11) with its reference rows, overall and per class;
   motion        realism's per-class motion statistics in mm per frame, generated / real, Walking's step rate;
   bone lengths  the within-clip coefficient of variation of each bone's length in % (mean over bones and
-                clips, and the worst bone), generated and real, and how far actiongen.bvh.fit_fixed_lengths
-                (the skeleton of the .bvh/.npz/.json exports) moves the generated joints;
+                clips, and the worst bone) of the generated clips (on the fixed-length skeleton that
+                Generator.sample puts 3D clips on), of the network's raw joints and of real clips, and how far
+                that fit (actiongen.skeleton.fit_fixed_lengths) moves the network's joints;
   2D projection the generated clips drawn by actiongen.views.camera_view (camera 55011271 of the first
                 training subject) and scored like a 2D model: MMD against the 2D training clips and S11,
                 the shipped 2D recogniser's accuracy, FID, and the C2ST against real 2D clips;
   occupancy     realism's latent occupancy of the prior box.
-Each seed's generated clips are drawn twice (once for the MMD rows, once for the rest) rather than kept for
+Every other measurement reads the clips users get, on the fixed-length skeleton. Each seed's generated clips
+are drawn twice (once for the MMD rows, once for the rest) rather than kept for
 all seeds at once: at 1000 per class one seed's clips and their views take ~300 MB.
 """
 from __future__ import annotations
@@ -31,13 +33,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import evaluate, realism
-from .bvh import fit_fixed_lengths
 from .checkpoint import CheckpointError
 from .data import (Camera, ClipDataset, DataConfig, NormStats, PoseData, joints_to_vectors, load_cameras,
                    load_pose_data)
 from .generator import Generator, SampleBatch
 from .recognizer import DEFAULT_RECOGNIZER, load_recognizer
-from .skeleton import BONES, JOINT_NAMES
+from .skeleton import BONES, JOINT_NAMES, fit_fixed_lengths
 from .views import camera_view
 
 BONE_CV_TARGET_PERCENT = 3.0  # issue 11: generated bone lengths vary by at most 3 % within a clip
@@ -75,17 +76,21 @@ class Views:
 
 
 class GeneratedSeed:
-    """The clips of the latest evaluation seed asked for, in both views (one seed kept: see the docstring)."""
+    """The clips of the latest evaluation seed asked for, in both views (one seed kept: see the docstring), on
+    the fixed-length skeleton as Generator.sample gives them, and the network's raw joints of the same clips."""
 
     def __init__(self, generator: Generator, views: Views, per_class: int, progress: bool) -> None:
         self.generator, self.views, self.per_class, self.progress = generator, views, per_class, progress
         self.seed: int | None = None
         self.batches: dict[str, SampleBatch] = {}
+        self.network_joints: dict[str, np.ndarray] = {}
 
     def get(self, seed: int) -> dict[str, SampleBatch]:
         if seed != self.seed:
-            self.batches = evaluate.generate_per_class(self.generator, self.views.data_3d.config.actions,
-                                                       self.per_class, seed, self.progress)
+            raw = evaluate.generate_per_class(self.generator, self.views.data_3d.config.actions,
+                                              self.per_class, seed, self.progress, fixed_bones=False)
+            self.network_joints = {a: b.joints for a, b in raw.items()}
+            self.batches = {a: replace(b, joints=fit_fixed_lengths(b.joints).joints) for a, b in raw.items()}
             self.seed = seed
         return self.batches
 
@@ -148,13 +153,17 @@ def fit_displacement(joints_by_class: dict[str, np.ndarray]) -> dict[str, float]
             "max_mm": float(max(f.displacement_max_mm for f in fits))}
 
 
-def summarise_bones(per_seed: list[dict[str, np.ndarray]], real: dict[str, np.ndarray],
-                    generated_fit: list[dict[str, float]], real_fit: dict[str, float]) -> dict:
-    """Per-bone CVs averaged over the seeds, then bone_stability; the fit displacement's mean over seeds and
-    maximum over seeds."""
-    mean_per_bone = {a: np.mean([seed[a] for seed in per_seed], axis=0) for a in per_seed[0]}
-    generated = bone_stability(mean_per_bone)
-    return {"generated": generated, "real": bone_stability(real), "bones": list(BONE_NAMES),
+def summarise_bones(per_seed: list[dict[str, np.ndarray]], network_per_seed: list[dict[str, np.ndarray]],
+                    real: dict[str, np.ndarray], generated_fit: list[dict[str, float]],
+                    real_fit: dict[str, float]) -> dict:
+    """Per-bone CVs of the generated clips and of the network's raw joints averaged over the seeds, then
+    bone_stability; the fit displacement's mean over seeds and maximum over seeds."""
+    def over_seeds(seeds: list[dict[str, np.ndarray]]) -> dict[str, dict]:
+        return bone_stability({a: np.mean([seed[a] for seed in seeds], axis=0) for a in seeds[0]})
+
+    generated = over_seeds(per_seed)
+    return {"generated": generated, "network": over_seeds(network_per_seed), "real": bone_stability(real),
+            "bones": list(BONE_NAMES),
             "target_cv_percent": BONE_CV_TARGET_PERCENT,
             "target_met": generated["all"]["cv_percent"] <= BONE_CV_TARGET_PERCENT,
             "fit_displacement": {"generated": {"mean_mm": float(np.mean([f["mean_mm"] for f in generated_fit])),
@@ -167,7 +176,7 @@ def summarise_bones(per_seed: list[dict[str, np.ndarray]], real: dict[str, np.nd
 def measure_seed(samples: GeneratedSeed, real_3d: realism.RealSets, real_2d: realism.RealSets, seed: int,
                  device: str, progress: bool) -> dict:
     """realism's measurements of one seed's clips in 3D (with the C2ST reference rows) and in the 2D view,
-    and the generated clips' per-bone CVs and fit displacement."""
+    the per-bone CVs of the generated clips and of the network's raw joints, and the fit displacement."""
     actions = samples.views.data_3d.config.actions
     per_class = samples.per_class
     batches = samples.get(seed)
@@ -192,7 +201,8 @@ def measure_seed(samples: GeneratedSeed, real_3d: realism.RealSets, real_2d: rea
     return {"3d": measured(samples.vectors_3d(seed), joints, real_3d, references=True),
             "2d": measured(samples.vectors_2d(seed), projected_joints, real_2d, references=False),
             "bone_cv_percent": {a: bone_cv_percent(j) for a, j in joints.items()},
-            "fit_displacement": fit_displacement(joints)}
+            "network_bone_cv_percent": {a: bone_cv_percent(j) for a, j in samples.network_joints.items()},
+            "fit_displacement": fit_displacement(samples.network_joints)}
 
 
 # ----------------------------------------------------------------------------- the command
@@ -246,6 +256,7 @@ def evaluate3d(args: argparse.Namespace, command: str) -> dict:
                                      disable=not progress)]
     real_joints = real_3d.motion_reference
     bones = summarise_bones([m["bone_cv_percent"] for m in per_seed],
+                            [m["network_bone_cv_percent"] for m in per_seed],
                             {a: bone_cv_percent(j) for a, j in real_joints.items()},
                             [m["fit_displacement"] for m in per_seed], fit_displacement(real_joints))
     realism_3d = realism.summarise_seeds([m["3d"] for m in per_seed])
@@ -271,17 +282,20 @@ def evaluate3d(args: argparse.Namespace, command: str) -> dict:
 # ----------------------------------------------------------------------------- reporting
 
 def bones_markdown(bones: dict) -> str:
-    generated, real = bones["generated"], bones["real"]
+    kinds = ("generated", "network", "real")
     lines = ["| Bone-length CV within a clip (%) | generated: mean over bones | generated: worst bone | "
-             "real: mean over bones | real: worst bone |", "|---|---|---|---|---|"]
-    for action in generated:
-        g, r = generated[action], real[action]
-        lines.append(f"| {action} | {g['cv_percent']:.2f} | {g['worst_bone']} {g['worst_bone_cv_percent']:.2f} | "
-                     f"{r['cv_percent']:.2f} | {r['worst_bone']} {r['worst_bone_cv_percent']:.2f} |")
+             "network's raw joints: mean | network: worst bone | real: mean over bones | real: worst bone |",
+             "|---|---|---|---|---|---|---|"]
+    for action in bones["generated"]:
+        cells = [(bones[k][action]["cv_percent"], bones[k][action]["worst_bone"],
+                  bones[k][action]["worst_bone_cv_percent"]) for k in kinds]
+        lines.append(f"| {action} | " + " | ".join(f"{mean:.2f} | {bone} {worst:.2f}" for mean, bone, worst in cells)
+                     + " |")
     fit = bones["fit_displacement"]
     verdict = "met" if bones["target_met"] else "NOT met"
-    lines += ["", f"Target: generated <= {bones['target_cv_percent']:.0f} % ({verdict}). The fixed-length fit "
-                  f"(actiongen.bvh.fit_fixed_lengths, the exports' skeleton) moves generated joints by "
+    lines += ["", f"Target: generated <= {bones['target_cv_percent']:.0f} % ({verdict}). Generated clips are on "
+                  f"the fixed-length skeleton (actiongen.skeleton.fit_fixed_lengths, applied by Generator.sample "
+                  f"and by every 3D export); putting the network's joints on it moves them by "
                   f"{fit['generated']['mean_mm']:.1f} mm on average, {fit['generated']['max_mm']:.1f} mm at most "
                   f"(real clips: {fit['real']['mean_mm']:.1f} / {fit['real']['max_mm']:.1f} mm).", ""]
     return "\n".join(lines)
@@ -312,10 +326,11 @@ def one_line(report: dict) -> str:
     projected = next(r for r in report["projection_2d"]["mmd"] if r["kind"] == "model")
     mmd = " | ".join(f"MMD vs {r['reference']} {r['metrics']['mmd_avg']['mean']:.3f} / "
                      f"{r['metrics']['mmd_seq']['mean']:.3f}" for r in model)
-    bones = report["bone_lengths"]["generated"]["all"]
+    bones = report["bone_lengths"]
     accuracy = projected["metrics"]["accuracy_recognizer"]
     return (f"3D: {mmd} | {realism.one_line({k: report[k] for k in ('c2st', 'motion', 'occupancy')})} | bone CV "
-            f"{bones['cv_percent']:.2f} % | 2D projection: recogniser "
+            f"{bones['generated']['all']['cv_percent']:.2f} % (network {bones['network']['all']['cv_percent']:.2f} %)"
+            " | 2D projection: recogniser "
             + ("n/a" if accuracy is None else f"{accuracy['mean']:.3f}") + f" | {report['runtime_s']:.0f} s")
 
 

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import Bundle, CheckpointError, bundle_paths, default_bundle, load_bundle
 from .data import NormStats, vectors_to_joints
-from .skeleton import ACTIONS, action_index
+from .skeleton import ACTIONS, action_index, fit_fixed_lengths
 
 FPS = 50.0 / 3.0  # 50 Hz mocap, every third frame
 MIN_FRAMES, MAX_FRAMES = 2, 1000
@@ -49,7 +49,7 @@ class Sample:
     """One generated clip. `probabilities` is None only when sampled with classify=False."""
 
     # (T, 16, 2) float32, dataset units, hip at the origin, y pointing down; from a 3D model (T, 16, 3)
-    # world-frame millimetres, hip at the origin, z up
+    # world-frame millimetres, hip at the origin, z up, on a fixed-length skeleton (unless fixed_bones=False)
     joints: np.ndarray
     latents: np.ndarray  # (T, latent_dim) float32, the path z_0..z_{T-1}
     class_weights: np.ndarray  # (T, num_classes) float32, each row sums to 1
@@ -61,6 +61,9 @@ class Sample:
     seed_b: int | None = None  # set for a latent interpolation towards seed_b
     alpha: float = 0.0
     actions: tuple[str, ...] = ACTIONS  # the names of the class_weights and probabilities columns
+    # (2,) mean and max mm that putting a 3D clip on its fixed-length skeleton moved the network's joints;
+    # None for a 2D model or with fixed_bones=False
+    fit_displacement_mm: np.ndarray | None = None
 
 
 @dataclass
@@ -76,6 +79,7 @@ class SampleBatch:
     action_labels: list[str]
     fps: float
     actions: tuple[str, ...] = ACTIONS
+    fit_displacement_mm: np.ndarray | None = None  # (N, 2), as Sample's
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -84,7 +88,8 @@ class SampleBatch:
         return Sample(self.joints[i], self.latents[i], self.class_weights[i],
                       None if self.probabilities is None else self.probabilities[i],
                       self.fps, self.action_labels[i], int(self.seeds[i]), self.joints.shape[1],
-                      actions=self.actions)
+                      actions=self.actions,
+                      fit_displacement_mm=None if self.fit_displacement_mm is None else self.fit_displacement_mm[i])
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -321,9 +326,10 @@ class Generator:
         logits = self.bundle.classifier(windows.reshape(-1, window, frames.shape[-1]))
         return torch.softmax(logits, dim=-1).reshape(frames.shape[0], count, -1).mean(dim=1)
 
-    def _run(self, z0: torch.Tensor, noise: torch.Tensor, weights: np.ndarray, classify: bool
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Joints (B, T, 16, dims), latents (B, T, d) and probabilities (B, C) or None."""
+    def _run(self, z0: torch.Tensor, noise: torch.Tensor, weights: np.ndarray, classify: bool, fixed_bones: bool
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Joints (B, T, 16, dims), latents (B, T, d), probabilities (B, C) or None, and for 3D clips put on
+        their fixed-length skeleton the (B, 2) mean and max displacement in mm (otherwise None)."""
         class_weights = torch.from_numpy(np.ascontiguousarray(weights, dtype=np.float32)).to(self.device)
         with torch.inference_mode():
             frames, latents, _ = self.bundle.transition(z0.to(self.device), noise.to(self.device), class_weights)
@@ -331,17 +337,24 @@ class Generator:
             finite = torch.isfinite(frames).all() and (probabilities is None or torch.isfinite(probabilities).all())
             if not finite:
                 raise CheckpointError("the model produced non-finite poses; its weights are corrupt")
-            return (vectors_to_joints(frames, self.stats), latents.cpu().numpy(),
-                    None if probabilities is None else probabilities.cpu().numpy())
+            joints = vectors_to_joints(frames, self.stats)
+            latents = latents.cpu().numpy()
+            probabilities = None if probabilities is None else probabilities.cpu().numpy()
+        if self.dims == 2 or not fixed_bones:
+            return joints, latents, probabilities, None
+        fit = fit_fixed_lengths(joints)
+        moved = fit.displacement.reshape(len(joints), -1)
+        return fit.joints, latents, probabilities, np.stack([moved.mean(axis=1), moved.max(axis=1)], axis=1)
 
     # -- public API
 
     def sample(self, action: ActionSpec, seed: int, frames: int = 50, *, to_action: ActionSpec | None = None,
                transition: tuple[int, int] | None = None, seed_b: int | None = None, alpha: float = 0.0,
-               classify: bool = True) -> Sample:
+               classify: bool = True, fixed_bones: bool = True) -> Sample:
         """One clip of `action` (a name or a {name: weight} mix), optionally moving to `to_action` over the
         `transition` frame range, optionally interpolated in latent space towards `seed_b` by `alpha`.
-        `classify=False` skips the model classifier (probabilities None), which costs more than generating."""
+        `classify=False` skips the model classifier (probabilities None), which costs more than generating.
+        `fixed_bones=False` gives a 3D model's raw joints, whose bone lengths vary within the clip."""
         seed, frames = check_seed(seed), check_frames(frames)
         alpha = check_alpha(alpha, seed_b)
         weights, label = self.step_weights(action, frames, to_action, transition)
@@ -350,13 +363,15 @@ class Generator:
         else:
             seed_b = check_seed(seed_b, "seed_b")
             z0, noise = self._interpolated_inputs(seed, seed_b, alpha, frames)
-        joints, latents, probabilities = self._run(z0, noise, weights[None], classify)
+        joints, latents, probabilities, moved = self._run(z0, noise, weights[None], classify, fixed_bones)
         return Sample(joints[0], latents[0], np.asarray(weights, dtype=np.float32),
                       None if probabilities is None else probabilities[0],
-                      self.fps, label, seed, frames, seed_b, alpha, self.actions)
+                      self.fps, label, seed, frames, seed_b, alpha, self.actions,
+                      None if moved is None else moved[0])
 
     def sample_many(self, actions: ActionSpec | Sequence[ActionSpec], seeds: Sequence[int], frames: int = 50,
-                    *, classify: bool = True, workers: int = 1, progress: bool = False) -> SampleBatch:
+                    *, classify: bool = True, fixed_bones: bool = True, workers: int = 1,
+                    progress: bool = False) -> SampleBatch:
         """Clips for each (action, seed) pair, batched; `actions` may be one action for all seeds.
 
         `workers` > 1 runs chunks of rows in that many threads (same results). On a CPU, workers=2 with
@@ -378,10 +393,10 @@ class Generator:
         per_row = [self.step_weights(a, frames) for a in actions]
         weights = np.stack([w for w, _ in per_row]).astype(np.float32)
 
-        def run_chunk(first: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        def run_chunk(first: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
             inputs = [self._inputs(s, frames) for s in seeds[first:first + CHUNK_ROWS]]
             z0, noise = torch.cat([z for z, _ in inputs]), torch.cat([n for _, n in inputs])
-            return self._run(z0, noise, weights[first:first + CHUNK_ROWS], classify)
+            return self._run(z0, noise, weights[first:first + CHUNK_ROWS], classify, fixed_bones)
 
         starts = range(0, len(seeds), CHUNK_ROWS)
         bar = tqdm(total=len(seeds), desc="sampling", unit="clip", disable=None if progress else True,
@@ -392,12 +407,13 @@ class Generator:
                 chunks.append(chunk)
                 bar.update(len(chunk[0]))
         bar.close()
-        joints, latents, probabilities = zip(*chunks)
+        joints, latents, probabilities, moved = zip(*chunks)
         return SampleBatch(
             joints=np.concatenate(joints), latents=np.concatenate(latents), class_weights=weights,
             probabilities=np.concatenate(probabilities) if classify else None,
             labels=weights[:, 0].argmax(axis=-1), seeds=np.asarray(seeds, dtype=np.int64),
-            action_labels=[label for _, label in per_row], fps=self.fps, actions=self.actions)
+            action_labels=[label for _, label in per_row], fps=self.fps, actions=self.actions,
+            fit_displacement_mm=None if moved[0] is None else np.concatenate(moved))
 
     def interpolation_strip(self, action: ActionSpec, seed_a: int, seed_b: int, steps: int = 8,
                             frames: int = 50) -> list[Sample]:

@@ -6,7 +6,7 @@ every pose), so a figure never jumps between frames and every clip is drawn at t
 Several clips (an interpolation strip) are drawn side by side and animated together.
 
 3D clips (joints (T, 16, 3), world millimetres) are drawn in the fixed oblique view of
-`actiongen.views.oblique_view`; their data files hold the fixed-length skeleton of `actiongen.bvh` (the
+`actiongen.views.oblique_view`; their data files hold the fixed-length skeleton of `actiongen.skeleton` (the
 same one a BVH file of the clip has), and `.bvh` writes the clip for Blender, Maya or Unity.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw
 
 from . import bvh
 from .generator import FPS, Sample, SampleBatch, check_int
-from .skeleton import BONES, JOINT_NAMES, NUM_JOINTS
+from .skeleton import BONES, JOINT_NAMES, NUM_JOINTS, fit_fixed_lengths
 from .views import drawable
 
 SIDE_COLORS: dict[str, str] = {"left": "#1f6fd1", "right": "#d6332a", "center": "#3c3c3c"}
@@ -276,25 +276,28 @@ def skeleton_record(dims: int = 2) -> dict[str, Any]:
     }
 
 
-def fixed_length_record(joints: np.ndarray) -> dict[str, Any]:
+def fixed_length_record(joints: np.ndarray, displacement_mm: np.ndarray | None = None) -> dict[str, Any]:
     """The data-file entries of 3D clips (..., T, 16, 3): `joints` on the fixed-length skeleton that the BVH
-    export uses, its bone lengths, each clip's `root_position` and how far the fit moved the joints."""
-    fit = bvh.fit_fixed_lengths(joints)
+    export uses, its bone lengths, each clip's `root_position` and how far the fit moved the network's joints:
+    `displacement_mm`, the generator's (..., 2) mean and max for clips it put on the skeleton, or else this
+    fit's own."""
+    fit = fit_fixed_lengths(joints)
+    mean, largest = ((fit.displacement_mean_mm, fit.displacement_max_mm) if displacement_mm is None else
+                     (float(np.mean(displacement_mm[..., 0])), float(np.max(displacement_mm[..., 1]))))
     return {"joints": fit.joints, "root_position": bvh.root_positions(fit.joints), "bone_lengths_mm": fit.bone_lengths,
-            "fit_displacement_mean_mm": fit.displacement_mean_mm,
-            "fit_displacement_max_mm": fit.displacement_max_mm}
+            "fit_displacement_mean_mm": mean, "fit_displacement_max_mm": largest}
 
 
-def joints_record(joints: np.ndarray) -> dict[str, Any]:
+def joints_record(joints: np.ndarray, displacement_mm: np.ndarray | None = None) -> dict[str, Any]:
     """The positions entries of a data file: 2D joints as generated, 3D ones on a fixed-length skeleton."""
-    return {"joints": joints} if joints.shape[-1] == 2 else fixed_length_record(joints)
+    return {"joints": joints} if joints.shape[-1] == 2 else fixed_length_record(joints, displacement_mm)
 
 
 def sample_record(sample: Sample) -> dict[str, Any]:
     """Everything needed to use a clip elsewhere or to generate it again."""
     return {
         **skeleton_record(sample.joints.shape[-1]),
-        **joints_record(sample.joints),
+        **joints_record(sample.joints, sample.fit_displacement_mm),
         "latents": sample.latents,
         "class_weights": sample.class_weights,
         "probabilities": sample.probabilities,
@@ -323,7 +326,7 @@ def strip_record(samples: Sequence[Sample]) -> dict[str, Any]:
 
 def batch_record(batch: SampleBatch) -> dict[str, Any]:
     """A SampleBatch: `poses` (N, T, 16, 2|3), `labels` (N,) class indices into `actions`."""
-    positions = joints_record(batch.joints)
+    positions = joints_record(batch.joints, batch.fit_displacement_mm)
     return {
         **skeleton_record(batch.joints.shape[-1]),
         **{k: v for k, v in positions.items() if k != "joints"},

@@ -1,6 +1,10 @@
 """The 16-joint Human3.6M skeleton (2D camera view or 3D world frame) and the action classes, shared by data, models and exports."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
+
 JOINT_NAMES: tuple[str, ...] = (
     "Hip", "RHip", "RKnee", "RFoot", "LHip", "LKnee", "LFoot", "Spine", "Thorax", "Head",
     "LShoulder", "LElbow", "LWrist", "RShoulder", "RElbow", "RWrist",
@@ -36,6 +40,8 @@ BONES: tuple[tuple[int, int, str], ...] = (
     (8, 13, "right"), (13, 14, "right"), (14, 15, "right"),
 )
 
+WORLD_UP = np.array([0.0, 0.0, 1.0])  # the 3D world frame is z up
+
 ACTIONS: tuple[str, ...] = (
     "Directions", "Discussion", "Eating", "Greeting", "Phoning",
     "Posing", "Sitting", "SittingDown", "Smoking", "Walking",
@@ -51,3 +57,49 @@ def action_index(name: str, actions: tuple[str, ...] = ACTIONS) -> int:
     if key not in lowered:
         raise ValueError(f"unknown action {name!r}; valid actions: {', '.join(actions)}")
     return lowered[key]
+
+
+# ----------------------------------------------------------------------------- fixed-length skeleton
+# Real bones are rigid (their length varies 0.2 % within a real 3D clip); the 3D network's vary about 6 %, and a
+# BVH file holds one length per bone. So a 3D model's clips (Generator.sample) and every 3D export are put on a
+# fixed-length skeleton: bone directions kept, each bone at its mean length over the clip.
+
+@dataclass
+class FittedClip:
+    """A clip on a fixed-length skeleton and how far the fit moved its joints from the input."""
+
+    joints: np.ndarray  # (..., T, 16, 3) float32 mm, hip-centred, each bone at its clip-mean length
+    bone_lengths: np.ndarray  # (..., 15) mm, in BONES order
+    displacement: np.ndarray  # (..., T, 16) float32 mm, |fitted - input| of every joint in every frame
+
+    @property
+    def displacement_mean_mm(self) -> float:
+        return float(self.displacement.mean())
+
+    @property
+    def displacement_max_mm(self) -> float:
+        return float(self.displacement.max())
+
+
+def bone_lengths(joints: np.ndarray) -> np.ndarray:
+    """(..., 16, 3) joints -> (..., 15) lengths of skeleton.BONES."""
+    parents, children = [p for p, _, _ in BONES], [c for _, c, _ in BONES]
+    return np.linalg.norm(joints[..., children, :] - joints[..., parents, :], axis=-1)
+
+
+def fit_fixed_lengths(joints: np.ndarray) -> FittedClip:
+    """Keep each bone's direction, set its length to its mean over the clip (axis -3), from the hip
+    outwards (BONES lists parents before children). (..., T, 16, 3) in, same shape out."""
+    raw = np.asarray(joints, dtype=np.float64)
+    if raw.ndim < 3 or raw.shape[-2:] != (NUM_JOINTS, 3):
+        raise ValueError(f"fit_fixed_lengths needs 3D clips of shape (..., T, {NUM_JOINTS}, 3); got {raw.shape}")
+    lengths = bone_lengths(raw).mean(axis=-2)  # (..., 15)
+    fitted = np.zeros_like(raw)
+    fitted[..., HIP, :] = raw[..., HIP, :]
+    for b, (parent, child, _) in enumerate(BONES):
+        bone = raw[..., child, :] - raw[..., parent, :]
+        norm = np.linalg.norm(bone, axis=-1, keepdims=True)
+        direction = np.where(norm > 0, bone / np.maximum(norm, 1e-12), WORLD_UP)  # a collapsed bone points up
+        fitted[..., child, :] = fitted[..., parent, :] + lengths[..., None, b, None] * direction
+    displacement = np.linalg.norm(fitted - raw, axis=-1)
+    return FittedClip(fitted.astype(np.float32), lengths.astype(np.float32), displacement.astype(np.float32))

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from actiongen import render
-from actiongen.bvh import bone_lengths, fit_fixed_lengths, root_positions, save_bvh
+from actiongen.bvh import root_positions, save_bvh
 from actiongen.cli import main as cli_main
 from actiongen.generator import Generator
-from actiongen.skeleton import HIP, JOINT_NAMES, NUM_JOINTS
+from actiongen.skeleton import HIP, JOINT_NAMES, NUM_JOINTS, bone_lengths, fit_fixed_lengths
 
 # The End Site of these BVH joints is the tip of their bone: that H3.6M joint's position.
 END_SITE_JOINTS = {"RKnee": "RFoot", "LKnee": "LFoot", "Neck": "Head", "LElbow": "LWrist", "RElbow": "RWrist"}
@@ -151,14 +151,34 @@ def test_root_position_puts_the_lowest_joint_on_the_floor():
     np.testing.assert_allclose((clip + root[:, None])[..., 2].min(axis=1), 0, atol=1e-3)
 
 
-def test_3d_data_exports_hold_the_fixed_length_skeleton_in_mm(generator_3d, tmp_path):
+def test_3d_samples_come_on_the_fixed_length_skeleton_and_say_how_far_it_moved_the_network(generator_3d):
     clip = generator_3d.sample("Eating", seed=2, frames=40)
-    fit = fit_fixed_lengths(clip.joints)
+    raw = generator_3d.sample("Eating", seed=2, frames=40, fixed_bones=False)
+    assert raw.fit_displacement_mm is None
+    fit = fit_fixed_lengths(raw.joints)
+    assert bone_lengths(raw.joints).std(axis=0).max() > 0.3  # the untrained network's bones stretch (mm)
+    np.testing.assert_allclose(clip.joints, fit.joints, atol=1e-4)
+    np.testing.assert_allclose(clip.fit_displacement_mm, [fit.displacement_mean_mm, fit.displacement_max_mm],
+                               rtol=1e-5)
+    batch = generator_3d.sample_many(["Eating", "Walking"], [2, 5], frames=40)
+    np.testing.assert_allclose(batch[0].joints, clip.joints, atol=1e-5)
+    np.testing.assert_allclose(batch[0].fit_displacement_mm, clip.fit_displacement_mm, rtol=1e-5)
+    assert batch.fit_displacement_mm.shape == (2, 2)
+    np.testing.assert_allclose(bone_lengths(batch.joints).std(axis=1), 0, atol=1e-3)
+
+
+@pytest.mark.parametrize("fixed_bones", [True, False])
+def test_3d_data_exports_hold_the_fixed_length_skeleton_in_mm(generator_3d, tmp_path, fixed_bones):
+    clip = generator_3d.sample("Eating", seed=2, frames=40, fixed_bones=fixed_bones)
+    raw = generator_3d.sample("Eating", seed=2, frames=40, fixed_bones=False)
+    fit = fit_fixed_lengths(raw.joints)
     render.export(clip, tmp_path / "c.json")
     doc = json.loads((tmp_path / "c.json").read_text())
     np.testing.assert_allclose(np.array(doc["joints"]), fit.joints, atol=1e-3)
     assert doc["joint_names"] == list(JOINT_NAMES) and doc["units"].startswith("millimetres")
-    assert doc["fit_displacement_max_mm"] == pytest.approx(fit.displacement_max_mm)
+    # Either way the file says how far the skeleton moved the network's joints, not a refit's 0.
+    assert doc["fit_displacement_max_mm"] == pytest.approx(fit.displacement_max_mm, rel=1e-5)
+    assert doc["fit_displacement_mean_mm"] == pytest.approx(fit.displacement_mean_mm, rel=1e-5)
     assert np.array(doc["root_position"]).shape == (40, 3)
 
 

@@ -8,8 +8,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from actiongen.bvh import bone_lengths, root_positions, save_bvh
+from actiongen.bvh import root_positions, save_bvh
 from actiongen.data import ClipDataset, DataConfig, load_cameras, load_pose_data, vectors_to_joints
+from actiongen.skeleton import bone_lengths
 from actiongen.views import camera_view
 from test_bvh import read_bvh_positions
 

@@ -320,17 +320,28 @@ def test_edge_penalty_ignores_the_inside_of_the_box():
 def test_prior_distance_is_small_on_the_prior_and_large_for_a_settled_or_edge_walk():
     torch.manual_seed(0)
     on_prior = torch.rand(32, 50, 12) * 2 - 1
-    floor = stage2_sequence.prior_distance(on_prior).item()
+    one_class = torch.zeros(32, dtype=torch.long)
+    floor = stage2_sequence.prior_distance(on_prior, one_class).item()
     assert floor < 3e-3
     settled = on_prior * 0.3 + 0.2  # the walk stays in one region of the box
     at_faces = on_prior.sign()  # every coordinate on a face of the box
-    assert stage2_sequence.prior_distance(settled).item() > 30 * floor
-    # On the axes alone, a coordinate always at +-1 is sqrt(1/3) from uniform on [-1, 1] in mean square:
-    # E[(sign(u) - u)^2] = 1/3, and the random directions add more.
-    assert stage2_sequence.prior_distance(at_faces, projections=0).item() == pytest.approx(1 / 3, rel=0.05)
+    assert stage2_sequence.prior_distance(settled, one_class).item() > 30 * floor
+    # On the axes alone, a coordinate always at +-1 is 1/3 from uniform on [-1, 1] in mean square:
+    # E[(sign(u) - u)^2] = 1/3.
+    assert stage2_sequence.prior_distance(at_faces, one_class, projections=0).item() == pytest.approx(1 / 3, rel=0.05)
     settled.requires_grad_(True)
-    stage2_sequence.prior_distance(settled).backward()
+    stage2_sequence.prior_distance(settled, one_class).backward()
     assert settled.grad.abs().sum() > 0
+
+
+def test_prior_distance_is_per_class():
+    torch.manual_seed(0)
+    halves = torch.rand(64, 50, 12) * 2 - 1
+    halves[:, :, 0] = halves[:, :, 0].abs() * torch.tensor([1.0, -1.0]).repeat(32)[:, None]
+    labels = torch.tensor([0, 1]).repeat(32)  # class 0 lives at z_0 > 0, class 1 at z_0 < 0: pooled uniform
+    pooled = stage2_sequence.prior_distance(halves, torch.zeros_like(labels)).item()
+    per_class = stage2_sequence.prior_distance(halves, labels).item()
+    assert pooled < 3e-3 < 10 * pooled < per_class
 
 
 def _standardised(joints: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

@@ -12,9 +12,9 @@ so the floor stays level), in millimetres, the 15 non-hip joints as a 45-d vecto
 dimension with training statistics. Per-dimension standardisation is what the 2D model uses too: every
 coordinate gets unit variance, so the vertical axis (the largest spread, legs and spine) does not drown out
 the small lateral and forward motions that tell actions apart, and the same networks and learning rates
-serve both. Bone lengths are not enforced by this representation (nor by the network); a 3D model's clips are put
-on a fixed-length skeleton instead (`actiongen.skeleton.fit_fixed_lengths`, in Generator.sample). In the real data
-the lengths are constant except Thorax->Head, which spans the bending neck.
+serve both. Bone lengths are not enforced by this representation (nor by the network); a 3D model's clips
+are put on a fixed-length skeleton instead (`actiongen.skeleton.fit_fixed_lengths`, in Generator.sample). In
+the real data the lengths are constant except Thorax->Head, which spans the bending neck.
 """
 from __future__ import annotations
 

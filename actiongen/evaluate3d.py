@@ -19,8 +19,8 @@ For each seed it generates `per_class` clips of every action and measures:
                 the shipped 2D recogniser's accuracy, FID, and the C2ST against real 2D clips;
   occupancy     realism's latent occupancy of the prior box.
 Every other measurement reads the clips users get, on the fixed-length skeleton. Each seed's generated clips
-are drawn twice (once for the MMD rows, once for the rest) rather than kept for
-all seeds at once: at 1000 per class one seed's clips and their views take ~300 MB.
+are drawn twice (once for the MMD rows, once for the rest) rather than kept for all seeds at once: at 1000
+per class one seed's clips and their views take ~300 MB.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ from .data import (Camera, ClipDataset, DataConfig, NormStats, PoseData, joints_
                    load_pose_data)
 from .generator import Generator, SampleBatch
 from .recognizer import DEFAULT_RECOGNIZER, load_recognizer
-from .skeleton import BONES, JOINT_NAMES, fit_fixed_lengths
+from .skeleton import BONES, JOINT_NAMES, FittedClip, fit_fixed_lengths
 from .views import camera_view
 
 BONE_CV_TARGET_PERCENT = 3.0  # issue 11: generated bone lengths vary by at most 3 % within a clip
@@ -84,13 +84,15 @@ class GeneratedSeed:
         self.seed: int | None = None
         self.batches: dict[str, SampleBatch] = {}
         self.network_joints: dict[str, np.ndarray] = {}
+        self.fits: dict[str, FittedClip] = {}
 
     def get(self, seed: int) -> dict[str, SampleBatch]:
         if seed != self.seed:
             raw = evaluate.generate_per_class(self.generator, self.views.data_3d.config.actions,
                                               self.per_class, seed, self.progress, fixed_bones=False)
             self.network_joints = {a: b.joints for a, b in raw.items()}
-            self.batches = {a: replace(b, joints=fit_fixed_lengths(b.joints).joints) for a, b in raw.items()}
+            self.fits = {a: fit_fixed_lengths(joints) for a, joints in self.network_joints.items()}
+            self.batches = {a: replace(b, joints=self.fits[a].joints) for a, b in raw.items()}
             self.seed = seed
         return self.batches
 
@@ -145,12 +147,12 @@ def bone_stability(per_bone_percent: dict[str, np.ndarray]) -> dict[str, dict]:
             for action, cvs in classes.items()}
 
 
-def fit_displacement(joints_by_class: dict[str, np.ndarray]) -> dict[str, float]:
-    """How far fit_fixed_lengths moves the joints (mm): mean over joints, frames and clips, and the maximum."""
-    fits = [fit_fixed_lengths(joints) for joints in joints_by_class.values()]
-    sizes = [joints.size for joints in joints_by_class.values()]
-    return {"mean_mm": float(np.average([f.displacement_mean_mm for f in fits], weights=sizes)),
-            "max_mm": float(max(f.displacement_max_mm for f in fits))}
+def fit_displacement(fits: dict[str, FittedClip]) -> dict[str, float]:
+    """How far fit_fixed_lengths moved the joints of each class's clips (mm): mean over joints, frames and
+    clips, and the maximum."""
+    sizes = [fit.displacement.size for fit in fits.values()]
+    return {"mean_mm": float(np.average([f.displacement_mean_mm for f in fits.values()], weights=sizes)),
+            "max_mm": float(max(f.displacement_max_mm for f in fits.values()))}
 
 
 def summarise_bones(per_seed: list[dict[str, np.ndarray]], network_per_seed: list[dict[str, np.ndarray]],
@@ -202,7 +204,7 @@ def measure_seed(samples: GeneratedSeed, real_3d: realism.RealSets, real_2d: rea
             "2d": measured(samples.vectors_2d(seed), projected_joints, real_2d, references=False),
             "bone_cv_percent": {a: bone_cv_percent(j) for a, j in joints.items()},
             "network_bone_cv_percent": {a: bone_cv_percent(j) for a, j in samples.network_joints.items()},
-            "fit_displacement": fit_displacement(samples.network_joints)}
+            "fit_displacement": fit_displacement(samples.fits)}
 
 
 # ----------------------------------------------------------------------------- the command
@@ -258,7 +260,8 @@ def evaluate3d(args: argparse.Namespace, command: str) -> dict:
     bones = summarise_bones([m["bone_cv_percent"] for m in per_seed],
                             [m["network_bone_cv_percent"] for m in per_seed],
                             {a: bone_cv_percent(j) for a, j in real_joints.items()},
-                            [m["fit_displacement"] for m in per_seed], fit_displacement(real_joints))
+                            [m["fit_displacement"] for m in per_seed],
+                            fit_displacement({a: fit_fixed_lengths(j) for a, j in real_joints.items()}))
     realism_3d = realism.summarise_seeds([m["3d"] for m in per_seed])
     return {
         "command": command,

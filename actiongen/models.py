@@ -64,7 +64,7 @@ class ModelConfig:
 
 
 class PoseDecoder(nn.Module):
-    """GSDC: (z in [-1,1]^12, class weights) -> Linear 1024 -> BatchNorm -> ReLU -> 30-d pose."""
+    """GSDC: (z in [-1,1]^d, d = 12 in the seed, class weights) -> Linear 1024 -> BatchNorm -> ReLU -> pose."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -79,6 +79,24 @@ class PoseDecoder(nn.Module):
         lead = z.shape[:-1]
         x = torch.cat([z, class_weights.expand(*lead, class_weights.shape[-1])], dim=-1)
         return self.net(x.reshape(-1, x.shape[-1])).reshape(*lead, -1)
+
+
+class PoseEncoder(nn.Module):
+    """(pose, class weights) -> Linear 1024 -> ReLU -> tanh latent in (-1, 1)^d: the decoder's inverse, trained
+    with it in stage 1 so that every real pose has a latent the decoder reproduces (the WGAN alone covers the
+    poses loosely: the closest latent path to a real clip misses it by a mean squared error of 0.03-0.16)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(cfg.pose_dim + cfg.num_classes, cfg.critic_hidden),
+            nn.ReLU(),
+            nn.Linear(cfg.critic_hidden, cfg.latent_dim),
+            nn.Tanh(),
+        )
+
+    def forward(self, pose: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([pose, class_weights], dim=-1))
 
 
 class PoseCritic(nn.Module):

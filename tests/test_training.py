@@ -12,7 +12,8 @@ import torch
 from actiongen.checkpoint import load_bundle
 from actiongen.data import vectors_to_joints
 from actiongen.generator import Generator
-from actiongen.models import LatentTransitionGenerator, ModelConfig, PoseCritic, PoseDecoder, fold_into_box
+from actiongen.models import (LatentTransitionGenerator, ModelConfig, PoseCritic, PoseDecoder, PoseEncoder,
+                              fold_into_box)
 from actiongen.skeleton import BONES
 from train import select_checkpoint, stage1_pose, stage2_sequence
 from train.common import check_finite, gradient_penalty, load_state
@@ -42,6 +43,41 @@ def test_stage1_writes_state_log_and_samples(stage1_run):
     assert [json.loads(ln)["step"] for ln in lines] == [1, 2, 3, 4]
     assert (stage1_run / "samples_000004.png").stat().st_size > 0
     assert (stage1_run / "losses.png").stat().st_size > 0
+
+
+def test_stage1_latent_dim_carries_into_stage2_and_the_bundle(synthetic_root, tmp_path):
+    stage1_pose.main(["--data-root", str(synthetic_root), "--out", str(tmp_path / "s1"), "--latent-dim", "5",
+                      *SMALL, *STAGE1_SIZE])
+    assert load_state(tmp_path / "s1")["model"]["latent_dim"] == 5
+    stage2_sequence.main(["--data-root", str(synthetic_root), "--stage1", str(tmp_path / "s1"), "--out",
+                          str(tmp_path / "s2"), *SMALL, *STAGE2_SIZE])
+    generator = Generator.load(tmp_path / "s2" / "actiongen.json")
+    assert generator.bundle.meta["training"]["stage1"]["recon_weight"] == 0.0
+    sample = generator.sample("Walking", seed=1, frames=12)
+    assert sample.latents.shape == (12, 5) and np.isfinite(sample.joints).all()
+
+
+def test_recon_weight_trains_an_encoder_whose_latents_the_decoder_maps_back(synthetic_root, tmp_path):
+    def run(out, *extra):
+        stage1_pose.main(["--data-root", str(synthetic_root), "--out", str(out), "--steps", "60", "--batch", "32",
+                          "--log-every", "20", "--checkpoint-every", "60", "--sample-every", "60",
+                          "--lr-decay-every", "1000", *extra, *STAGE1_SIZE])
+        return load_state(out)
+
+    plain = run(tmp_path / "plain")
+    assert "encoder" not in plain
+    state = run(tmp_path / "recon", "--recon-weight", "10")
+    cfg = ModelConfig.from_dict(state["model"])
+    decoder, encoder = PoseDecoder(cfg).eval(), PoseEncoder(cfg).eval()
+    decoder.load_state_dict(state["decoder"])
+    encoder.load_state_dict(state["encoder"])
+    logged = [json.loads(ln) for ln in (tmp_path / "recon" / "metrics.jsonl").read_text().splitlines()]
+    assert logged[-1]["recon"] < 0.5 * logged[0]["recon"]  # the reconstruction is learnt, not just logged
+    torch.manual_seed(0)
+    poses, cond = torch.randn(64, cfg.pose_dim), torch.eye(10)[torch.randint(10, (64,))]
+    with torch.no_grad():
+        latents = encoder(poses, cond)
+    assert latents.shape == (64, cfg.latent_dim) and latents.abs().max() < 1
 
 
 def test_stage2_exports_a_bundle_that_generates(synthetic_root, stage1_run, tmp_path):

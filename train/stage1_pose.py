@@ -12,15 +12,17 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from actiongen.data import ClipSampler, load_pose_data, vectors_to_joints
-from actiongen.models import ModelConfig, PoseCritic, PoseDecoder
+from actiongen.models import ModelConfig, PoseCritic, PoseDecoder, PoseEncoder
 from train.common import (MetricLog, adam_pair, apply_preset, base_parser, check_finite, gradient_penalty,
                           resume, save_sample_sheet, save_state, setup, snapshot)
 
 # The seed trains with lr 1e-3, halved every 25k generator steps; "fast" halves sooner to settle
 # within the CPU budget.
 PRESETS = {
-    "paper": dict(steps=50_000, batch=64, lr=1e-3, lr_decay_every=25_000, critic_steps=5, gp_weight=10.0),
-    "fast": dict(steps=40_000, batch=64, lr=1e-3, lr_decay_every=12_000, critic_steps=5, gp_weight=10.0),
+    "paper": dict(steps=50_000, batch=64, lr=1e-3, lr_decay_every=25_000, critic_steps=5, gp_weight=10.0,
+                  latent_dim=12, recon_weight=0.0),
+    "fast": dict(steps=40_000, batch=64, lr=1e-3, lr_decay_every=12_000, critic_steps=5, gp_weight=10.0,
+                 latent_dim=12, recon_weight=0.0),
 }
 
 
@@ -30,6 +32,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--critic-steps", type=int, help="critic updates per generator update")
     p.add_argument("--gp-weight", type=float, help="gradient penalty weight")
     p.add_argument("--hidden", type=int, default=1024, help="width of the decoder and critic hidden layers")
+    p.add_argument("--latent-dim", type=int, help="size of the decoder's latent box (the seed: 12)")
+    p.add_argument("--recon-weight", type=float,
+                   help="train an encoder beside the decoder and add this weight times the mean squared error of "
+                        "decoder(encoder(real pose)) to the decoder's loss, so every real pose has a latent (0: off)")
     return apply_preset(p.parse_args(argv), PRESETS)
 
 
@@ -38,12 +44,13 @@ def main(argv: list[str] | None = None) -> None:
     device, data_cfg = setup(args)
     data = load_pose_data(data_cfg)
     sampler = ClipSampler(data, "train", seed=args.seed)
-    cfg = ModelConfig(num_classes=len(data_cfg.actions), pose_dim=data.stats.pose_dim, decoder_hidden=args.hidden,
-                      critic_hidden=args.hidden)
+    cfg = ModelConfig(latent_dim=args.latent_dim, num_classes=len(data_cfg.actions), pose_dim=data.stats.pose_dim,
+                      decoder_hidden=args.hidden, critic_hidden=args.hidden)
     decoder, critic = PoseDecoder(cfg).to(device), PoseCritic(cfg).to(device)
-    optim = adam_pair(decoder.parameters(), critic.parameters(), args)
+    encoder = PoseEncoder(cfg).to(device) if args.recon_weight else None
+    optim = adam_pair([*decoder.parameters(), *(encoder.parameters() if encoder else ())], critic.parameters(), args)
     opt_g, opt_d, sched_g, sched_d = optim.values()
-    stateful = {"decoder": decoder, "critic": critic, **optim}
+    stateful = {"decoder": decoder, "critic": critic, **optim, **({"encoder": encoder} if encoder else {})}
     log = MetricLog(args.out)
     start, elapsed = resume(args.out, stateful, sampler.rng, log) if args.resume else (0, 0.0)
 
@@ -67,9 +74,17 @@ def main(argv: list[str] | None = None) -> None:
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
-        _, labels = sampler.frames(args.batch)
-        cond = onehot(labels)
-        loss_g = -critic(decoder(latent(args.batch), cond), cond).mean()
+        real, labels = sampler.frames(args.batch)
+        real, cond = real.to(device), onehot(labels)
+        if encoder is None:
+            loss_g = -critic(decoder(latent(args.batch), cond), cond).mean()
+            recon = None
+        else:
+            # One decoder call for prior and encoded latents, so BatchNorm's statistics cover both.
+            both = decoder(torch.cat([latent(args.batch), encoder(real, cond)]), torch.cat([cond, cond]))
+            fake, rebuilt = both[:args.batch], both[args.batch:]
+            recon = F.mse_loss(rebuilt, real)
+            loss_g = -critic(fake, cond).mean() + args.recon_weight * recon
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
@@ -79,7 +94,8 @@ def main(argv: list[str] | None = None) -> None:
         done = step + 1
         if done % args.log_every == 0 or done == args.steps:
             values = {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "wasserstein": wasserstein.item(),
-                      "gp": gp.item(), "lr": sched_g.get_last_lr()[0]}
+                      "gp": gp.item(), "lr": sched_g.get_last_lr()[0],
+                      **({"recon": recon.item()} if recon is not None else {})}
             check_finite(done, values)
             log.append(done, values)
             bar.set_postfix(d=f"{values['loss_d']:.3f}", g=f"{values['loss_g']:.3f}", w=f"{values['wasserstein']:.3f}")

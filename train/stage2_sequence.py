@@ -414,7 +414,8 @@ def bundle_meta(args: argparse.Namespace, data, data_cfg, stage1: dict, device: 
         "data": {**data_cfg.provenance(), "mean_hip_depth_mm": data.stats.mean_hip_depth},
         "training": {
             "stage1": {"steps": stage1["step"], "minutes": round(stage1["elapsed"] / 60, 2),
-                       "preset": stage1["args"]["preset"], "batch": stage1["args"]["batch"]},
+                       "preset": stage1["args"]["preset"], "batch": stage1["args"]["batch"],
+                       "recon_weight": stage1["args"].get("recon_weight", 0.0)},  # states before the option: none
             "stage2": {"steps": steps, "minutes": round(minutes, 2), "preset": args.preset,
                        "batch": args.batch, "lr": args.lr, "lr_d": args.lr_d, "shift_weight": args.shift_weight,
                        "shift_per_clip": args.shift_per_clip, "disc": args.disc,

@@ -219,7 +219,8 @@ def pca_2d(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def latent_path_figure(latents: np.ndarray, fps: float, height: int = 320) -> dict:
     """The latent path z_t (T, d) projected by PCA, coloured by time, start and end marked."""
-    path, explained = pca_2d(np.asarray(latents, dtype=np.float64))
+    latents = np.asarray(latents, dtype=np.float64)
+    path, explained = pca_2d(latents)
     path = np.round(path, 3)
     x, y = path[:, 0].tolist(), path[:, 1].tolist()
     seconds = np.round(np.arange(len(path)) / fps, 2).tolist()
@@ -238,7 +239,7 @@ def latent_path_figure(latents: np.ndarray, fps: float, height: int = 320) -> di
          "marker": {"symbol": "x", "size": 14, "color": "#d62728"}},
     ]
     layout = {
-        "title": {"text": "Latent path z<sub>t</sub> (PCA of 12-d latents)", "x": 0.5, "font": {"size": 14}},
+        "title": {"text": f"Latent path z<sub>t</sub> (PCA of {latents.shape[-1]}-d latents)", "x": 0.5, "font": {"size": 14}},
         "height": height, "margin": {"l": 50, "r": 10, "t": 40, "b": 45}, "showlegend": False,
         "xaxis": {"title": {"text": f"PC1 ({100 * explained[0]:.0f}% var)"}, "zeroline": False},
         "yaxis": {"title": {"text": f"PC2 ({100 * explained[1]:.0f}% var)"}, "zeroline": False},

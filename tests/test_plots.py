@@ -154,6 +154,8 @@ def test_latent_path_figure_marks_start_and_end_and_colours_by_time():
     assert (start["x"][0], start["y"][0]) == (points["x"][0], points["y"][0])
     assert (end["x"][0], end["y"][0]) == (points["x"][-1], points["y"][-1])
     assert start["name"] == "start" and end["name"] == "end"
+    assert "12-d" in figure["layout"]["title"]["text"]
+    assert "24-d" in latent_path_figure(np.zeros((50, 24)), fps=50 / 3)["layout"]["title"]["text"]
 
 
 def test_probability_figure_highlights_the_requested_actions():

@@ -239,7 +239,8 @@ def latent_path_figure(latents: np.ndarray, fps: float, height: int = 320) -> di
          "marker": {"symbol": "x", "size": 14, "color": "#d62728"}},
     ]
     layout = {
-        "title": {"text": f"Latent path z<sub>t</sub> (PCA of {latents.shape[-1]}-d latents)", "x": 0.5, "font": {"size": 14}},
+        "title": {"text": f"Latent path z<sub>t</sub> (PCA of {latents.shape[-1]}-d latents)", "x": 0.5,
+                  "font": {"size": 14}},
         "height": height, "margin": {"l": 50, "r": 10, "t": 40, "b": 45}, "showlegend": False,
         "xaxis": {"title": {"text": f"PC1 ({100 * explained[0]:.0f}% var)"}, "zeroline": False},
         "yaxis": {"title": {"text": f"PC2 ({100 * explained[1]:.0f}% var)"}, "zeroline": False},

@@ -19,10 +19,8 @@ from train.common import (MetricLog, adam_pair, apply_preset, base_parser, check
 # The seed trains with lr 1e-3, halved every 25k generator steps; "fast" halves sooner to settle
 # within the CPU budget.
 PRESETS = {
-    "paper": dict(steps=50_000, batch=64, lr=1e-3, lr_decay_every=25_000, critic_steps=5, gp_weight=10.0,
-                  latent_dim=12, recon_weight=0.0),
-    "fast": dict(steps=40_000, batch=64, lr=1e-3, lr_decay_every=12_000, critic_steps=5, gp_weight=10.0,
-                 latent_dim=12, recon_weight=0.0),
+    "paper": dict(steps=50_000, batch=64, lr=1e-3, lr_decay_every=25_000, critic_steps=5, gp_weight=10.0),
+    "fast": dict(steps=40_000, batch=64, lr=1e-3, lr_decay_every=12_000, critic_steps=5, gp_weight=10.0),
 }
 
 
@@ -32,8 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--critic-steps", type=int, help="critic updates per generator update")
     p.add_argument("--gp-weight", type=float, help="gradient penalty weight")
     p.add_argument("--hidden", type=int, default=1024, help="width of the decoder and critic hidden layers")
-    p.add_argument("--latent-dim", type=int, help="size of the decoder's latent box (the seed: 12)")
-    p.add_argument("--recon-weight", type=float,
+    p.add_argument("--latent-dim", type=int, default=ModelConfig.latent_dim, help="size of the decoder's latent box")
+    p.add_argument("--recon-weight", type=float, default=0.0,
                    help="train an encoder beside the decoder and add this weight times the mean squared error of "
                         "decoder(encoder(real pose)) to the decoder's loss, so every real pose has a latent (0: off)")
     return apply_preset(p.parse_args(argv), PRESETS)
@@ -75,16 +73,17 @@ def main(argv: list[str] | None = None) -> None:
             loss_d.backward()
             opt_d.step()
         real, labels = sampler.frames(args.batch)
-        real, cond = real.to(device), onehot(labels)
+        cond, prior = onehot(labels), latent(args.batch)
+        recon = None
         if encoder is None:
-            loss_g = -critic(decoder(latent(args.batch), cond), cond).mean()
-            recon = None
+            fake = decoder(prior, cond)
         else:
             # One decoder call for prior and encoded latents, so BatchNorm's statistics cover both.
-            both = decoder(torch.cat([latent(args.batch), encoder(real, cond)]), torch.cat([cond, cond]))
-            fake, rebuilt = both[:args.batch], both[args.batch:]
-            recon = F.mse_loss(rebuilt, real)
-            loss_g = -critic(fake, cond).mean() + args.recon_weight * recon
+            real = real.to(device)
+            both = decoder(torch.cat([prior, encoder(real, cond)]), torch.cat([cond, cond]))
+            fake = both[:args.batch]
+            recon = F.mse_loss(both[args.batch:], real)
+        loss_g = -critic(fake, cond).mean() + (args.recon_weight * recon if recon is not None else 0.0)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()

@@ -1,6 +1,7 @@
 """Both training stages on the synthetic archive: end to end, resume, frozen decoder, gradient penalty."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -142,12 +143,15 @@ def _states_equal(a: dict, b: dict) -> None:
         if key in a:
             for name in a[key]:
                 assert torch.equal(a[key][name], b[key][name]), f"{key}.{name}"
+    if "replay" in a:
+        assert a["replay"]["size"] == b["replay"]["size"] == 12
+        assert torch.equal(a["replay"]["clips"], b["replay"]["clips"])
 
 
 @pytest.mark.parametrize("stage", [1, 2])
 def test_resume_continues_at_the_saved_step_with_equal_state(synthetic_root, stage1_run, tmp_path, stage):
     module = stage1_pose if stage == 1 else stage2_sequence
-    extra = STAGE1_SIZE if stage == 1 else ["--stage1", str(stage1_run), *STAGE2_SIZE]
+    extra = STAGE1_SIZE if stage == 1 else ["--stage1", str(stage1_run), *STAGE2_SIZE, "--replay", "12"]
     common = ["--data-root", str(synthetic_root), "--batch", "8", "--log-every", "1", "--checkpoint-every", "2",
               "--sample-every", "100", *extra]
     module.main([*common, "--out", str(tmp_path / "straight"), "--steps", "4"])
@@ -416,16 +420,35 @@ def test_stage2_trains_with_each_discriminator_and_the_realism_terms(synthetic_r
                           *SMALL, *STAGE2_SIZE, "--steps", "4", "--disc", disc, "--motion-weight", "1",
                           "--edge-weight", "1", "--ema", "0.9", "--candidate-every", "2", "--spectrum-weight", "1",
                           "--coupling-weight", "1", "--latent-feedback", str(disc == "both"),
-                          "--prior-weight", "1"])
+                          "--prior-weight", "1", "--replay", "6"])
     assert sorted(p.name for p in (out / "candidates").glob("*.json")) == ["step_000002.json", "step_000004.json"]
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert {"g_motion", "g_spectrum", "g_coupling", "g_edge", "g_prior", "at_edge"} <= set(logged[-1])
     bundle = load_bundle(out / "actiongen.json")
     assert bundle.meta["training"]["stage2"]["disc"] == disc
     assert bundle.meta["training"]["stage2"]["prior_weight"] == 1.0
+    assert bundle.meta["training"]["stage2"]["replay"] == 6
     assert bundle.config.latent_feedback == bundle.meta["training"]["stage2"]["latent_feedback"] == (disc == "both")
     clip = Generator.load(out / "actiongen.json").sample("Walking", seed=3)
     assert clip.joints.shape == (50, 16, 2) and np.isfinite(clip.joints).all()
+
+
+def test_replay_buffer_shows_half_old_fakes_once_filled_and_keeps_the_newest_in_free_slots():
+    buffer = stage2_sequence.ReplayBuffer(capacity=6)
+    batch = lambda value: (torch.full((4, 3, 2), value), torch.full((4, 5), value))
+    fake, cond = buffer.mix(*batch(1.0))
+    assert torch.equal(fake, batch(1.0)[0]) and buffer.size == 4  # nothing stored yet: the batch as it is
+    fake, cond = buffer.mix(*batch(2.0))
+    assert fake[:2].eq(2.0).all() and fake[2:].eq(1.0).all() and cond[2:].eq(1.0).all()
+    assert buffer.size == 6 and buffer.clips[4:].eq(2.0).all()  # two free slots took two new clips
+    buffer.mix(*batch(3.0))  # full: new clips overwrite random slots
+    assert buffer.size == 6 and buffer.clips.eq(3.0).any() and buffer.clips.eq(1.0).any() | buffer.clips.eq(2.0).any()
+    restored = stage2_sequence.ReplayBuffer(capacity=6)
+    restored.load_state_dict(copy.deepcopy(buffer.state_dict()))  # as saved and loaded
+    torch.manual_seed(0)
+    expected = buffer.mix(*batch(4.0))
+    torch.manual_seed(0)
+    assert all(torch.equal(a, b) for a, b in zip(restored.mix(*batch(4.0)), expected))
 
 
 def test_reflecting_walk_bounces_off_the_faces_and_stays_uniform():

@@ -43,12 +43,12 @@ PRESETS = {
     "paper": dict(steps=12_500, batch=32, lr=1e-4, lr_decay_every=15_000, head="flatten", latent_boundary="none",
                   g_steps=2, shift_weight=0.1, shift_per_clip=False, disc="lstm", motion_weight=0.0, ema=0.0,
                   edge_weight=0.0, candidate_every=0, decoder_lr=0.0, bone_weight=0.0, pose_critic_weight=0.0,
-                  spectrum_weight=0.0, coupling_weight=0.0, latent_feedback=False, prior_weight=0.0),
+                  spectrum_weight=0.0, coupling_weight=0.0, latent_feedback=False, prior_weight=0.0, replay=0),
     "fast": dict(steps=1_000, batch=32, lr=2e-4, lr_decay_every=2_000, head="pool", latent_boundary="clamp",
                  g_steps=2, shift_weight=0.1, shift_per_clip=True, disc="both", motion_weight=1.0, ema=0.995,
                  edge_weight=1.0, candidate_every=250, decoder_lr=2e-4, bone_weight=0.0,
                  pose_critic_weight=1.0, spectrum_weight=0.0, coupling_weight=0.0, latent_feedback=False,
-                 prior_weight=0.0),
+                 prior_weight=0.0, replay=0),
 }
 SMOOTH_WEIGHT, CLASS_WEIGHT = 1e-4, 0.01
 POSE_GP_WEIGHT = 10.0  # the stage-1 critic's gradient penalty
@@ -98,6 +98,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pose-critic-weight", type=float, help="weight of a per-frame pose critic: the stage-1 "
                    "WGAN-GP critic, trained on in stage 2 against the clips' frames, so that a fine-tuned decoder "
                    "and the latent path stay on the real pose distribution (0: off)")
+    p.add_argument("--replay", type=int, help="keep this many earlier generated clips and show the clip "
+                   "critics half old, half new fakes (0: off)")
     p.add_argument("--candidate-every", type=int,
                    help="also export a bundle every N iterations into <out>/candidates (for train.select_checkpoint)")
     return apply_preset(p.parse_args(argv), PRESETS)
@@ -239,6 +241,46 @@ class ClipCritics(nn.Module):
         return float(torch.stack([torch.sigmoid(l.detach()).mean() for l in logits]).mean())
 
 
+class ReplayBuffer:
+    """Generated clips of earlier iterations for the clip critics (Shrivastava et al. 2017). A critic that
+    sees only the latest fakes forgets what the generator made before, so the two can chase each other in a
+    cycle (Walking's C2ST swung between 0.7 and 0.99 from one candidate to the next, model card round 7)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.clips = self.cond = None
+        self.size = 0
+
+    def mix(self, fake: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch the critics see: once the buffer holds half a batch, the second half of `fake` swapped
+        for stored clips (with their class vectors). Then `fake` joins the buffer, over random old entries
+        once it is full."""
+        fake, cond = fake.detach(), cond.detach()
+        half = len(fake) // 2
+        mixed_fake, mixed_cond = fake, cond
+        if self.size >= half > 0:
+            old = torch.randint(self.size, (half,), device=fake.device)
+            mixed_fake = torch.cat([fake[:len(fake) - half], self.clips[old]])
+            mixed_cond = torch.cat([cond[:len(fake) - half], self.cond[old]])
+        if self.clips is None:
+            self.clips = fake.new_zeros((self.capacity, *fake.shape[1:]))
+            self.cond = cond.new_zeros((self.capacity, *cond.shape[1:]))
+        free = min(self.capacity - self.size, len(fake))
+        # distinct slots: with a repeated index, which clip lands there would depend on the thread order
+        taken = torch.randperm(self.size, device=fake.device)[:len(fake) - free]
+        slots = torch.cat([torch.arange(self.size, self.size + free, device=fake.device), taken])
+        fits = len(slots)
+        self.clips[slots], self.cond[slots] = fake[:fits], cond[:fits]
+        self.size += free
+        return mixed_fake, mixed_cond
+
+    def state_dict(self) -> dict:
+        return {"clips": self.clips, "cond": self.cond, "size": self.size}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.clips, self.cond, self.size = state["clips"], state["cond"], state["size"]
+
+
 DISCRIMINATORS = {
     "lstm": lambda cfg: [SequenceDiscriminator(cfg)],
     "conv": lambda cfg: [MotionConvDiscriminator(cfg)],
@@ -292,8 +334,10 @@ def main(argv: list[str] | None = None) -> None:
     # solution; their average samples it more steadily), or the trained one itself.
     ema = (AveragedModel(transition, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True)
            if args.ema else None)
+    replay = ReplayBuffer(args.replay) if args.replay else None
     stateful = {"transition": transition, "classifier": classifier, "discriminator": critics, **optim,
-                **({"ema": ema} if ema else {}), **({"pose_critic": pose_critic} if pose_critic is not None else {})}
+                **({"ema": ema} if ema else {}), **({"pose_critic": pose_critic} if pose_critic is not None else {}),
+                **({"replay": replay} if replay else {})}
     # Drawn before a resume restores the sampler's stream, so a resumed run continues the same batches.
     # The statistic terms: each matches a per-class mean statistic of the generated clips to the real one.
     chosen = [(name, weight, statistic) for name, weight, statistic in (
@@ -329,7 +373,8 @@ def main(argv: list[str] | None = None) -> None:
 
         with torch.no_grad():
             fake = generate(cond)[0]
-        d_real, d_fake = critics(real, cond), critics(fake, cond)
+        shown, shown_cond = replay.mix(fake, cond) if replay else (fake, cond)
+        d_real, d_fake = critics(real, cond), critics(shown, shown_cond)
         loss_d = critics.loss(d_real, 1.0) + critics.loss(d_fake, 0.0)
         loss_pose = 0.0
         if pose_critic is not None:
@@ -424,7 +469,7 @@ def bundle_meta(args: argparse.Namespace, data, data_cfg, stage1: dict, device: 
                        "edge_weight": args.edge_weight, "prior_weight": args.prior_weight, "ema": args.ema,
                        "decoder_lr": args.decoder_lr,
                        "bone_weight": args.bone_weight, "pose_critic_weight": args.pose_critic_weight,
-                       "latent_feedback": args.latent_feedback},
+                       "latent_feedback": args.latent_feedback, "replay": args.replay},
             "device": str(device), "seed": args.seed,
         },
         "code_version": code_version(),

@@ -96,6 +96,22 @@ def test_step_frequency_of_feet_swinging_in_antiphase(stride_hz):
     assert realism.step_frequency(joints, FPS) == pytest.approx(2 * stride_hz, abs=0.06)
 
 
+def test_feet_speed_coupling_is_2_for_mirror_image_feet_and_below_1_for_feet_that_take_turns():
+    t = np.arange(50)[None, :] / FPS
+    phase = 2 * np.pi * 0.9 * t + np.linspace(0, np.pi, 8)[:, None]
+    feet = JOINT_NAMES.index("LFoot"), JOINT_NAMES.index("RFoot")
+    mirror = still_clips(clips=8)
+    mirror[:, :, feet[0], 0] += 20.0 * np.sin(phase)
+    mirror[:, :, feet[1], 0] -= 20.0 * np.sin(phase)
+    assert realism.feet_speed_coupling(mirror) == pytest.approx(2.0, abs=1e-6)
+    turns = still_clips(clips=8)  # each foot moves only in its half of the stride
+    turns[:, :, feet[0], 0] += np.cumsum(np.clip(np.sin(phase), 0, None), axis=1)
+    turns[:, :, feet[1], 0] += np.cumsum(np.clip(-np.sin(phase), 0, None), axis=1)
+    assert realism.feet_speed_coupling(turns) < 0.5
+    stats = realism.motion_statistics({"Walking": turns, "Sitting": turns})
+    assert "feet_speed_coupling" in stats["Walking"] and "feet_speed_coupling" not in stats["Sitting"]
+
+
 def test_motion_ratios_compare_each_statistic_of_each_class():
     rng = np.random.default_rng(2)
     real = {"Walking": still_clips() + rng.normal(0, 1.0, still_clips().shape), "Sitting": still_clips()}

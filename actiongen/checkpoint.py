@@ -175,23 +175,21 @@ def described(value: object) -> str:
 
 def config_from_dict(cls: type[ConfigT], raw: Mapping[str, object]) -> ConfigT:
     """A config dataclass (ModelConfig, RecognizerConfig) from JSON: each given field must have its default's
-    type, and every integer (all are layer sizes or counts) lie in [1, MAX_CONFIG_SIZE], or from 0 for a count
-    whose default 0 means off."""
+    type, and every integer (all are layer sizes or counts) lie in [1, MAX_CONFIG_SIZE]."""
     for spec in fields(cls):  # type: ignore[arg-type]
         if spec.name not in raw:
             continue
         value, kind = raw[spec.name], type(spec.default)
-        low = 0 if spec.default == 0 else 1
         if kind is bool:
             valid = isinstance(value, bool)
         elif kind is int:
-            valid = isinstance(value, int) and not isinstance(value, bool) and low <= value <= MAX_CONFIG_SIZE
+            valid = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_CONFIG_SIZE
         elif kind is float:
             valid = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         else:
             valid = isinstance(value, kind)
         if not valid:
-            wanted = f"an integer in [{low}, {MAX_CONFIG_SIZE}]" if kind is int else f"a {kind.__name__}"
+            wanted = f"an integer in [1, {MAX_CONFIG_SIZE}]" if kind is int else f"a {kind.__name__}"
             raise ValueError(f"model entry {spec.name!r} must be {wanted}; got {described(value)}")
     return cls.from_dict(dict(raw))  # type: ignore[attr-defined]
 

@@ -12,12 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .skeleton import ACTIONS, JOINT_NAMES, POSE_DIM
+from .skeleton import ACTIONS, POSE_DIM
 
 
 LATENT_BOUNDARIES = ("clamp", "reflect", "none")
-# The joints each leg's own latents move (the hips stay with the pelvis, which the shared latents move).
-LEG_JOINTS = (("RKnee", "RFoot"), ("LKnee", "LFoot"))
 
 
 def fold_into_box(u: torch.Tensor) -> torch.Tensor:
@@ -47,10 +45,6 @@ class ModelConfig:
     # The seed's LSTM reads only noise and class, so it emits the same shifts wherever z_0 lies and cannot
     # steer a gait cycle around the decoder's pose manifold; with feedback it also reads z_{t-1}.
     latent_feedback: bool = False
-    # Latents of its own for each leg's knee and foot, the last 2 * leg_latents of z (0: the seed's decoder,
-    # where every latent moves every joint). A decoded gait moves both feet along the same few latent
-    # directions, so they swing in mirror image; real feet take turns (model card, round 8).
-    leg_latents: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,38 +63,22 @@ class ModelConfig:
         return cls(**d)
 
 
-def _decoder_block(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(inputs, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, outputs))
-
-
 class PoseDecoder(nn.Module):
-    """GSDC: (z in [-1,1]^d, d = 12 in the seed, class weights) -> Linear 1024 -> BatchNorm -> ReLU -> pose.
-    With `leg_latents` k, that block reads only the first d - 2k (shared) latents, and each leg adds to its knee
-    and foot a block of a quarter the width over the shared latents and its own k."""
+    """GSDC: (z in [-1,1]^d, d = 12 in the seed, class weights) -> Linear 1024 -> BatchNorm -> ReLU -> pose."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        shared = cfg.latent_dim - 2 * cfg.leg_latents
-        if cfg.leg_latents < 0 or shared < 1:
-            raise ValueError(f"leg_latents must be from 0 to {(cfg.latent_dim - 1) // 2} for a {cfg.latent_dim}-d "
-                             f"latent; got {cfg.leg_latents}")
-        self.shared, self.leg_latents = shared, cfg.leg_latents
-        self.net = _decoder_block(shared + cfg.num_classes, cfg.decoder_hidden, cfg.pose_dim)
-        dims = cfg.pose_dim // (len(JOINT_NAMES) - 1)  # the pose vector: the non-hip joints' coordinates in order
-        self.leg_dims = [torch.tensor([(JOINT_NAMES.index(j) - 1) * dims + d for j in joints for d in range(dims)])
-                         for joints in LEG_JOINTS] if cfg.leg_latents else []
-        self.legs = nn.ModuleList(_decoder_block(shared + cfg.leg_latents + cfg.num_classes, cfg.decoder_hidden // 4,
-                                                 len(d)) for d in self.leg_dims)
+        self.net = nn.Sequential(
+            nn.Linear(cfg.latent_dim + cfg.num_classes, cfg.decoder_hidden),
+            nn.BatchNorm1d(cfg.decoder_hidden),
+            nn.ReLU(),
+            nn.Linear(cfg.decoder_hidden, cfg.pose_dim),
+        )
 
     def forward(self, z: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
         lead = z.shape[:-1]
-        z = z.reshape(-1, z.shape[-1])
-        c = class_weights.expand(*lead, class_weights.shape[-1]).reshape(-1, class_weights.shape[-1])
-        pose = self.net(torch.cat([z[:, :self.shared], c], dim=-1))
-        for leg, (block, dims) in enumerate(zip(self.legs, self.leg_dims)):
-            own = z[:, self.shared + leg * self.leg_latents:self.shared + (leg + 1) * self.leg_latents]
-            pose = pose.index_add(1, dims.to(pose.device), block(torch.cat([z[:, :self.shared], own, c], dim=-1)))
-        return pose.reshape(*lead, -1)
+        x = torch.cat([z, class_weights.expand(*lead, class_weights.shape[-1])], dim=-1)
+        return self.net(x.reshape(-1, x.shape[-1])).reshape(*lead, -1)
 
 
 class PoseEncoder(nn.Module):

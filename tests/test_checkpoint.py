@@ -135,7 +135,6 @@ def no_network_built(monkeypatch):
     (dict(model={"lstm_hidden": "256"}), "'lstm_hidden' must be an integer in [1, 65536]; got '256'"),
     (dict(model={"lstm_hidden": True}), "'lstm_hidden' must be an integer in [1, 65536]; got True"),
     (dict(model={"lstm_hidden": 0}), "'lstm_hidden' must be an integer in [1, 65536]; got 0"),
-    (dict(model={"leg_latents": -1}), "'leg_latents' must be an integer in [0, 65536]; got -1"),
     (dict(model={"latent_dim": 12.0}), "'latent_dim' must be an integer"),
     (dict(model={"latent_boundary": 1}), "'latent_boundary' must be a str; got 1"),
     (dict(model={"latent_boundary": "bounce"}), "valid: clamp, reflect, none"),

@@ -31,8 +31,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gp-weight", type=float, help="gradient penalty weight")
     p.add_argument("--hidden", type=int, default=1024, help="width of the decoder and critic hidden layers")
     p.add_argument("--latent-dim", type=int, default=ModelConfig.latent_dim, help="size of the decoder's latent box")
-    p.add_argument("--leg-latents", type=int, default=0,
-                   help="of the latent box's dimensions, this many for each leg's knee and foot alone (0: off)")
     p.add_argument("--recon-weight", type=float, default=0.0,
                    help="train an encoder beside the decoder and add this weight times the mean squared error of "
                         "decoder(encoder(real pose)) to the decoder's loss, so every real pose has a latent (0: off)")
@@ -45,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     data = load_pose_data(data_cfg)
     sampler = ClipSampler(data, "train", seed=args.seed)
     cfg = ModelConfig(latent_dim=args.latent_dim, num_classes=len(data_cfg.actions), pose_dim=data.stats.pose_dim,
-                      decoder_hidden=args.hidden, critic_hidden=args.hidden, leg_latents=args.leg_latents)
+                      decoder_hidden=args.hidden, critic_hidden=args.hidden)
     decoder, critic = PoseDecoder(cfg).to(device), PoseCritic(cfg).to(device)
     encoder = PoseEncoder(cfg).to(device) if args.recon_weight else None
     optim = adam_pair([*decoder.parameters(), *(encoder.parameters() if encoder else ())], critic.parameters(), args)

@@ -11,7 +11,6 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -44,13 +43,12 @@ PRESETS = {
     "paper": dict(steps=12_500, batch=32, lr=1e-4, lr_decay_every=15_000, head="flatten", latent_boundary="none",
                   g_steps=2, shift_weight=0.1, shift_per_clip=False, disc="lstm", motion_weight=0.0, ema=0.0,
                   edge_weight=0.0, candidate_every=0, decoder_lr=0.0, bone_weight=0.0, pose_critic_weight=0.0,
-                  spectrum_weight=0.0, coupling_weight=0.0, speed_coupling_weight=0.0, latent_feedback=False,
-                  prior_weight=0.0, replay=0),
+                  spectrum_weight=0.0, coupling_weight=0.0, latent_feedback=False, prior_weight=0.0, replay=0),
     "fast": dict(steps=1_000, batch=32, lr=2e-4, lr_decay_every=2_000, head="pool", latent_boundary="clamp",
                  g_steps=2, shift_weight=0.1, shift_per_clip=True, disc="both", motion_weight=1.0, ema=0.995,
                  edge_weight=1.0, candidate_every=250, decoder_lr=2e-4, bone_weight=0.0,
-                 pose_critic_weight=1.0, spectrum_weight=0.0, coupling_weight=0.0, speed_coupling_weight=0.0,
-                 latent_feedback=False, prior_weight=0.0, replay=0),
+                 pose_critic_weight=1.0, spectrum_weight=0.0, coupling_weight=0.0, latent_feedback=False,
+                 prior_weight=0.0, replay=0),
 }
 SMOOTH_WEIGHT, CLASS_WEIGHT = 1e-4, 0.01
 POSE_GP_WEIGHT = 10.0  # the stage-1 critic's gradient penalty
@@ -89,9 +87,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "(log amplitude in frequency bands: the rhythm of a gait)")
     p.add_argument("--coupling-weight", type=float, help="weight of the per-class velocity coupling term (log "
                    "of the squared correlation between every two pose dimensions' velocities within a clip)")
-    p.add_argument("--speed-coupling-weight", type=float, help="weight of the per-class joint speed coupling "
-                   "term (log of 1 + the correlation between every two joints' speeds within a clip: a walker's "
-                   "feet take turns, generated feet swing in step)")
     p.add_argument("--edge-weight", type=float, help="weight of the penalty on latents near the box edge")
     p.add_argument("--prior-weight", type=float, help="weight of the sliced Wasserstein distance between the "
                    "latent path's points (all frames of a class's clips) and the decoder's U[-1, 1] prior")
@@ -158,23 +153,6 @@ def velocity_coupling(x: torch.Tensor) -> torch.Tensor:
     correlation = covariance / (scale[:, :, None] * scale[:, None, :])
     rows, cols = torch.triu_indices(x.shape[-1], x.shape[-1], offset=1, device=x.device)
     return correlation[:, rows, cols].pow(2)
-
-
-def speed_coupling(x: torch.Tensor, scale: torch.Tensor, dims: int) -> torch.Tensor:
-    """Per clip: 1 + the correlation over time between the speeds of every two joints, (B, T, D) standardised
-    poses and their (D,) standard deviations -> (B, J (J - 1) / 2), in [0, 2] so that the log ratio of
-    motion_loss applies. Real walkers' feet take turns (one planted while the other swings: r about -0.25);
-    generated feet slide in mirror image, both fastest as they pass each other (r +0.5, shipped checkpoint).
-    Speeds, not the velocity components velocity_coupling sees: mirror-image feet have velocities of
-    opposite sign, so their squared component correlation is the same as for feet that take turns."""
-    velocity = velocity_and_acceleration(x * scale)[0]
-    speed = velocity.unflatten(-1, (-1, dims)).norm(dim=-1)
-    speed = speed - speed.mean(dim=1, keepdim=True)
-    covariance = speed.transpose(1, 2) @ speed / speed.shape[1]
-    spread = (covariance.diagonal(dim1=1, dim2=2) + 1e-6).sqrt()
-    correlation = covariance / (spread[:, :, None] * spread[:, None, :])
-    rows, cols = torch.triu_indices(speed.shape[-1], speed.shape[-1], offset=1, device=x.device)
-    return 1 + correlation[:, rows, cols]
 
 
 def class_statistics(clips: torch.Tensor, labels: torch.Tensor, num_classes: int,
@@ -364,10 +342,7 @@ def main(argv: list[str] | None = None) -> None:
     # The statistic terms: each matches a per-class mean statistic of the generated clips to the real one.
     chosen = [(name, weight, statistic) for name, weight, statistic in (
         ("motion", args.motion_weight, clip_statistics), ("spectrum", args.spectrum_weight, velocity_spectrum),
-        ("coupling", args.coupling_weight, velocity_coupling),
-        ("speed_coupling", args.speed_coupling_weight,
-         partial(speed_coupling, scale=torch.as_tensor(data.stats.std, dtype=torch.float32, device=device),
-                 dims=args.dims))) if weight]
+        ("coupling", args.coupling_weight, velocity_coupling)) if weight]
     target_clips = sampler.clips(MOTION_TARGET_CLIPS) if chosen else None
     statistic_terms = {name: (weight, statistic, class_statistics(*target_clips, cfg.num_classes, statistic).to(device))
                        for name, weight, statistic in chosen}
@@ -490,7 +465,7 @@ def bundle_meta(args: argparse.Namespace, data, data_cfg, stage1: dict, device: 
                        "batch": args.batch, "lr": args.lr, "lr_d": args.lr_d, "shift_weight": args.shift_weight,
                        "shift_per_clip": args.shift_per_clip, "disc": args.disc,
                        "motion_weight": args.motion_weight, "spectrum_weight": args.spectrum_weight,
-                       "coupling_weight": args.coupling_weight, "speed_coupling_weight": args.speed_coupling_weight,
+                       "coupling_weight": args.coupling_weight,
                        "edge_weight": args.edge_weight, "prior_weight": args.prior_weight, "ema": args.ema,
                        "decoder_lr": args.decoder_lr,
                        "bone_weight": args.bone_weight, "pose_critic_weight": args.pose_critic_weight,

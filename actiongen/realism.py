@@ -432,7 +432,8 @@ def evaluate_bundle(path: str | Path | None, data: PoseData | None = None, per_c
     """Realism of the bundle at `path` (None: the shipped checkpoint) on `data` (None: the default data).
 
     Returns the headline numbers (c2st, c2st_per_class, walking_<statistic>_ratio for feet_speed,
-    wrist_speed, feet_accel, wrist_accel, step_frequency and feet_speed_coupling, clamp_share, walking_clamp_share, runtime_s)
+    wrist_speed, feet_accel, wrist_accel, step_frequency and feet_speed_coupling, clamp_share,
+    walking_clamp_share, runtime_s)
     and the full measurement under "details"; `references` adds the reference rows' C2ST to the details.
     `threads`: torch CPU threads while it runs (None: leave torch's setting)."""
     start = time.time()

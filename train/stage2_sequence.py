@@ -246,7 +246,7 @@ class ReplayBuffer:
     sees only the latest fakes forgets what the generator made before, so the two can chase each other in a
     cycle (Walking's C2ST swung between 0.7 and 0.99 from one candidate to the next, model card round 7)."""
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.clips = self.cond = None
         self.size = 0
@@ -302,6 +302,9 @@ def main(argv: list[str] | None = None) -> None:
     if stage1.get("stage") != 1:
         raise SystemExit(f"error: {args.stage1}/state.pt is not a stage-1 state")
     args.dims = stage1_dims(stage1, args.dims)
+    if 0 < args.replay < args.batch:
+        raise SystemExit(f"error: --replay keeps earlier clips for half of each batch, so it must be 0 (off) or at "
+                         f"least the batch size ({args.batch}); got {args.replay}")
     if args.bone_weight and args.dims != 3:
         raise SystemExit("error: --bone-weight applies to 3D models only (in a 2D view bones change length as "
                          "the person turns); this stage-1 decoder is 2D, so leave it out or give --bone-weight 0")

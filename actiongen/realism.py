@@ -81,11 +81,16 @@ def pose_spread(joints: np.ndarray) -> float:
     return float(joints[..., BODY, :].reshape(-1, len(BODY) * joints.shape[-1]).std(axis=0).mean())
 
 
+def feet_speeds(joints: np.ndarray) -> np.ndarray:
+    """(N, T - 1, 2): each foot's per-frame displacement in clips (N, T, 16, 2 or 3)."""
+    return np.linalg.norm(np.diff(joints[:, :, FEET], axis=1), axis=-1)
+
+
 def step_frequency(joints: np.ndarray, fps: float = FPS) -> float:
     """Steps per second: the median over clips of the dominant frequency of the summed speeds of both feet
     (one peak per step, whichever foot swings), linear trend removed, Hann-windowed, at or above
     STEP_BAND_HZ. On real Human3.6M walking, 3 s clips agree with whole takes within ~0.08 Hz."""
-    speeds = np.linalg.norm(np.diff(joints[:, :, FEET], axis=1), axis=-1).sum(axis=-1)  # (N, T-1)
+    speeds = feet_speeds(joints).sum(axis=-1)  # (N, T-1)
     time_axis = np.arange(speeds.shape[1], dtype=np.float64)
     design = np.stack([np.ones_like(time_axis), time_axis], axis=1)
     trend = design @ np.linalg.lstsq(design, speeds.T, rcond=None)[0]
@@ -99,7 +104,7 @@ def feet_speed_coupling(joints: np.ndarray) -> float:
     """1 + the median over clips of the within-clip correlation between the two feet's speeds. Walkers' feet
     take turns, one planted while the other swings (real Human3.6M walking: about 0.75); feet that slide
     in mirror image are fastest together as they pass each other (2 for exact mirror images)."""
-    speeds = np.linalg.norm(np.diff(joints[:, :, FEET], axis=1), axis=-1)  # (N, T-1, 2)
+    speeds = feet_speeds(joints)
     centred = speeds - speeds.mean(axis=1, keepdims=True)
     spread = np.sqrt((centred ** 2).mean(axis=1)) + 1e-9
     correlation = (centred[..., 0] * centred[..., 1]).mean(axis=1) / (spread[:, 0] * spread[:, 1])

@@ -246,7 +246,7 @@ class ReplayBuffer:
     sees only the latest fakes forgets what the generator made before, so the two can chase each other in a
     cycle (Walking's C2ST swung between 0.7 and 0.99 from one candidate to the next, model card round 7)."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int) -> None:  # at least a batch (main checks --replay)
         self.capacity = capacity
         self.clips = self.cond = None
         self.size = 0
@@ -269,8 +269,7 @@ class ReplayBuffer:
         # distinct slots: with a repeated index, which clip lands there would depend on the thread order
         taken = torch.randperm(self.size, device=fake.device)[:len(fake) - free]
         slots = torch.cat([torch.arange(self.size, self.size + free, device=fake.device), taken])
-        fits = len(slots)
-        self.clips[slots], self.cond[slots] = fake[:fits], cond[:fits]
+        self.clips[slots], self.cond[slots] = fake, cond
         self.size += free
         return mixed_fake, mixed_cond
 

@@ -30,6 +30,7 @@ class ModelConfig:
     num_classes: int = len(ACTIONS)
     pose_dim: int = POSE_DIM
     decoder_hidden: int = 1024
+    decoder_layers: int = 1  # hidden Linear-BatchNorm-ReLU blocks of the pose decoder (the seed: 1)
     critic_hidden: int = 1024
     noise_dim: int = 64
     lstm_hidden: int = 256
@@ -64,16 +65,15 @@ class ModelConfig:
 
 
 class PoseDecoder(nn.Module):
-    """GSDC: (z in [-1,1]^d, d = 12 in the seed, class weights) -> Linear 1024 -> BatchNorm -> ReLU -> pose."""
+    """GSDC: (z in [-1,1]^d, d = 12 in the seed, class weights) -> Linear 1024 -> BatchNorm -> ReLU -> pose;
+    `decoder_layers` > 1 repeats the hidden block (the seed's layer names stay those of the first)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(cfg.latent_dim + cfg.num_classes, cfg.decoder_hidden),
-            nn.BatchNorm1d(cfg.decoder_hidden),
-            nn.ReLU(),
-            nn.Linear(cfg.decoder_hidden, cfg.pose_dim),
-        )
+        widths = [cfg.latent_dim + cfg.num_classes] + [cfg.decoder_hidden] * cfg.decoder_layers
+        blocks = [layer for n_in, n_out in zip(widths, widths[1:])
+                  for layer in (nn.Linear(n_in, n_out), nn.BatchNorm1d(n_out), nn.ReLU())]
+        self.net = nn.Sequential(*blocks, nn.Linear(cfg.decoder_hidden, cfg.pose_dim))
 
     def forward(self, z: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
         lead = z.shape[:-1]

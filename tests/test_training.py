@@ -46,14 +46,18 @@ def test_stage1_writes_state_log_and_samples(stage1_run):
     assert (stage1_run / "losses.png").stat().st_size > 0
 
 
-def test_stage1_latent_dim_carries_into_stage2_and_the_bundle(synthetic_root, tmp_path):
+@pytest.mark.parametrize("layers", [1, 2])
+def test_stage1_latent_dim_and_depth_carry_into_stage2_and_the_bundle(synthetic_root, tmp_path, layers):
     stage1_pose.main(["--data-root", str(synthetic_root), "--out", str(tmp_path / "s1"), "--latent-dim", "5",
-                      *SMALL, *STAGE1_SIZE])
-    assert load_state(tmp_path / "s1")["model"]["latent_dim"] == 5
+                      "--decoder-layers", str(layers), *SMALL, *STAGE1_SIZE])
+    state = load_state(tmp_path / "s1")
+    assert state["model"]["latent_dim"] == 5 and state["model"]["decoder_layers"] == layers
+    assert sum(k.endswith("running_mean") for k in state["decoder"]) == layers  # one BatchNorm per hidden block
     stage2_sequence.main(["--data-root", str(synthetic_root), "--stage1", str(tmp_path / "s1"), "--out",
                           str(tmp_path / "s2"), *SMALL, *STAGE2_SIZE])
     generator = Generator.load(tmp_path / "s2" / "actiongen.json")
     assert generator.bundle.meta["training"]["stage1"]["recon_weight"] == 0.0
+    assert generator.bundle.config.decoder_layers == layers
     sample = generator.sample("Walking", seed=1, frames=12)
     assert sample.latents.shape == (12, 5) and np.isfinite(sample.joints).all()
 

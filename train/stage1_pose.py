@@ -30,6 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--critic-steps", type=int, help="critic updates per generator update")
     p.add_argument("--gp-weight", type=float, help="gradient penalty weight")
     p.add_argument("--hidden", type=int, default=1024, help="width of the decoder and critic hidden layers")
+    p.add_argument("--decoder-layers", type=int, default=ModelConfig.decoder_layers,
+                   help="hidden layers of the pose decoder (the seed: 1)")
     p.add_argument("--latent-dim", type=int, default=ModelConfig.latent_dim, help="size of the decoder's latent box")
     p.add_argument("--recon-weight", type=float, default=0.0,
                    help="train an encoder beside the decoder and add this weight times the mean squared error of "
@@ -43,7 +45,8 @@ def main(argv: list[str] | None = None) -> None:
     data = load_pose_data(data_cfg)
     sampler = ClipSampler(data, "train", seed=args.seed)
     cfg = ModelConfig(latent_dim=args.latent_dim, num_classes=len(data_cfg.actions), pose_dim=data.stats.pose_dim,
-                      decoder_hidden=args.hidden, critic_hidden=args.hidden)
+                      decoder_hidden=args.hidden, critic_hidden=args.hidden,
+                      decoder_layers=args.decoder_layers)
     decoder, critic = PoseDecoder(cfg).to(device), PoseCritic(cfg).to(device)
     encoder = PoseEncoder(cfg).to(device) if args.recon_weight else None
     optim = adam_pair([*decoder.parameters(), *(encoder.parameters() if encoder else ())], critic.parameters(), args)

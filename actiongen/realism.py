@@ -324,7 +324,8 @@ class RealSets:
     fit: dict[str, np.ndarray]
     test: dict[str, np.ndarray]
     reference_takes: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None  # the unseen subject's 2 takes
-    motion_reference: dict[str, np.ndarray]  # joints of all training clips, what the motion statistics compare with
+    train: dict[str, np.ndarray]  # all training clips (normalised vectors), what the MMD compares with
+    motion_reference: dict[str, np.ndarray]  # their joints, what the motion statistics compare with
     motion_test_subjects: dict[str, np.ndarray]  # joints of the test subjects' clips (S11), for scale
 
     @classmethod
@@ -337,10 +338,10 @@ class RealSets:
             first, second = evaluate.take_halves(of((subjects.reference,)))
             takes = (evaluate.clips_by_class(data, first), evaluate.clips_by_class(data, second))
         # All training clips: a random 1000 per class moved some ratios by up to 0.06 against another 1000.
-        motion_reference = {a: vectors_to_joints(c, data.stats)
-                            for a, c in ClipDataset(data, "train").per_class().items()}
+        train = ClipDataset(data, "train").per_class()
+        motion_reference = {a: vectors_to_joints(c, data.stats) for a, c in train.items()}
         return cls(subjects, evaluate.clips_by_class(data, of(subjects.fit)),
-                   evaluate.clips_by_class(data, of((subjects.test,))), takes, motion_reference,
+                   evaluate.clips_by_class(data, of((subjects.test,))), takes, train, motion_reference,
                    {a: vectors_to_joints(c, data.stats)
                     for a, c in evaluate.clips_by_class(data, data.split("test")).items() if len(c)})
 
@@ -403,16 +404,30 @@ WALKING_HEADLINES = ("feet_speed", "wrist_speed", "feet_accel", "wrist_accel", "
                      "feet_speed_coupling")
 
 
+def mmd_against_training(generated: dict[str, np.ndarray], real: RealSets, data: PoseData, per_class: int,
+                         seed: int) -> dict:
+    """The published MMD protocol's MMD_avg and MMD_seq of the generated clips against the training clips, on
+    random subsets of at most `per_class` clips per class (evaluate's "vs train" column, without FID)."""
+    scorer = evaluate.Scorer(data.stats, data.config.actions, None, None, None)
+    result = evaluate.compare(scorer.score(generated), scorer.score(real.train), per_class,
+                              np.random.default_rng(seed))
+    return {"mmd_avg": result["mmd_avg"], "mmd_seq": result["mmd_seq"]}
+
+
 def measure_generator(generator: Generator, data: PoseData, real: RealSets, per_class: int, seed: int,
-                      device: str = "cpu", references: bool = False, progress: bool = True) -> dict:
-    """C2ST, motion ratios against the training clips and latent occupancy of one generator and seed."""
+                      device: str = "cpu", references: bool = False, progress: bool = True,
+                      mmd_per_class: int | None = None) -> dict:
+    """C2ST, motion ratios against the training clips and latent occupancy of one generator and seed; with
+    `mmd_per_class`, also the MMD against the training clips at that many clips per class."""
     actions = data.config.actions
     batches = evaluate.generate_per_class(generator, actions, per_class, seed, progress, classify=False)
     joints = {a: b.joints for a, b in batches.items()}
     generated = {a: joints_to_vectors(j, data.stats).astype(np.float32) for a, j in joints.items()}
     real_stats = motion_statistics(real.motion_reference)
     generated_stats = motion_statistics(joints)
-    return {"c2st": c2st_rows(generated, real, actions, per_class, seed, device, references, progress=progress),
+    mmd = {} if mmd_per_class is None else {"mmd": mmd_against_training(generated, real, data, mmd_per_class, seed)}
+    return {**mmd,
+            "c2st": c2st_rows(generated, real, actions, per_class, seed, device, references, progress=progress),
             "motion": {"generated": generated_stats, "real": real_stats,
                        "real_test_subjects": motion_statistics(real.motion_test_subjects),
                        "ratio": motion_ratios(generated_stats, real_stats)},
@@ -428,17 +443,18 @@ def headline(measured: dict) -> dict:
     return {"c2st": model["accuracy"], "c2st_per_class": model["per_class"],
             **{f"walking_{k}_ratio": walking.get(k) for k in WALKING_HEADLINES},
             "clamp_share": measured["occupancy"]["clamp_share"],
-            "walking_clamp_share": measured["occupancy"]["per_class_clamp_share"].get(STEP_CLASS)}
+            "walking_clamp_share": measured["occupancy"]["per_class_clamp_share"].get(STEP_CLASS),
+            **measured.get("mmd", {})}
 
 
 def evaluate_bundle(path: str | Path | None, data: PoseData | None = None, per_class: int = 1000, seed: int = 0,
                     device: str = "cpu", references: bool = False, progress: bool = True,
-                    threads: int | None = 1) -> dict:
+                    threads: int | None = 1, mmd_per_class: int | None = None) -> dict:
     """Realism of the bundle at `path` (None: the shipped checkpoint) on `data` (None: the default data).
 
     Returns the headline numbers (c2st, c2st_per_class, walking_<statistic>_ratio for feet_speed,
     wrist_speed, feet_accel, wrist_accel, step_frequency and feet_speed_coupling, clamp_share,
-    walking_clamp_share, runtime_s)
+    walking_clamp_share, runtime_s; with `mmd_per_class`, mmd_avg and mmd_seq against the training clips)
     and the full measurement under "details"; `references` adds the reference rows' C2ST to the details.
     `threads`: torch CPU threads while it runs (None: leave torch's setting)."""
     start = time.time()
@@ -447,7 +463,7 @@ def evaluate_bundle(path: str | Path | None, data: PoseData | None = None, per_c
     with torch_threads(threads):
         real = RealSets.load(data)
         measured = measure_generator(generator, data, real, per_class, seed, str(generator.device), references,
-                                     progress)
+                                     progress, mmd_per_class)
     return {**headline(measured), "runtime_s": round(time.time() - start, 1), "details": measured}
 
 

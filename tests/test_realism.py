@@ -227,6 +227,7 @@ def test_evaluate_bundle_and_command_on_a_synthetic_archive(synthetic_config, sy
     walking_latents = result["details"]["occupancy"]["per_class_clamp_share"]["Walking"]
     assert result["walking_clamp_share"] == walking_latents
     assert list(result["details"]["c2st"]) == ["ActionGen"]  # no reference rows unless asked for
+    assert "mmd_avg" not in result  # the MMD only when asked for
     out = tmp_path / "realism.json"
     report = realism.main(["--checkpoint", str(random_bundle_path), "--data-root", synthetic_config.root,
                            "--cache-dir", synthetic_config.cache_dir, "--train-subjects", "1", "5",
@@ -238,6 +239,22 @@ def test_evaluate_bundle_and_command_on_a_synthetic_archive(synthetic_config, sy
     assert saved["c2st"]["ActionGen"]["accuracy"]["values"] == [result["c2st"]]  # same seed, same numbers
     assert saved["subjects"] == {"fit": [1], "test": 5, "reference": None}
     assert report["per_class"] == 8 and report["seeds"] == [0]
+
+
+def test_mmd_against_training_is_small_for_training_clips_and_large_for_shifted_ones(synthetic_data):
+    real = realism.RealSets.load(synthetic_data)
+    same = realism.mmd_against_training(real.train, real, synthetic_data, per_class=20, seed=0)
+    shifted = realism.mmd_against_training({a: c + 1.0 for a, c in real.train.items()}, real, synthetic_data,
+                                           per_class=20, seed=0)
+    assert 0.0 <= same["mmd_avg"] < 0.5 * shifted["mmd_avg"]
+    assert 0.0 <= same["mmd_seq"] < 0.5 * shifted["mmd_seq"]
+
+
+def test_evaluate_bundle_reports_the_mmd_when_asked(synthetic_data, random_bundle_path):
+    result = realism.evaluate_bundle(random_bundle_path, synthetic_data, per_class=8, seed=0, progress=False,
+                                     mmd_per_class=6)
+    assert result["mmd_avg"] > 0 and result["mmd_seq"] > 0
+    assert result["details"]["mmd"] == {"mmd_avg": result["mmd_avg"], "mmd_seq": result["mmd_seq"]}
 
 
 # ----------------------------------------------------------------------------- real data

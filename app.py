@@ -53,7 +53,7 @@ gr.set_static_paths([PLOTLY_JS])
 
 DESCRIPTION = """\
 # ActionGen: stochastic human-action generation
-2D or 3D skeletons of 10 Human3.6M actions from a GAN that walks a smooth path through a 12-d latent space
+2D or 3D skeletons of 10 Human3.6M actions from a GAN that walks a smooth path through a latent space
 ([AAAI 2020](https://arxiv.org/abs/1912.10150), re-implemented in PyTorch). Every seed is a different
 performance of the same action: browse them in the seeds gallery, blend or switch two actions, or
 interpolate between two seeds.

@@ -191,7 +191,8 @@ def stage1_3d(synthetic_root, tmp_path_factory):
 def test_stage1_with_dims_3_trains_a_45_d_decoder(stage1_3d):
     state = load_state(stage1_3d)
     assert state["model"]["pose_dim"] == 45 and len(state["stats"]["mean"]) == 45
-    assert state["decoder"]["net.3.weight"].shape == (45, 32)
+    output_layer = [w for w in state["decoder"].values() if w.ndim == 2][-1]  # state dicts keep module order
+    assert output_layer.shape == (45, 32)
     assert (stage1_3d / "samples_000002.png").stat().st_size > 0
 
 

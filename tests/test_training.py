@@ -94,8 +94,24 @@ def test_stage2_exports_a_bundle_that_generates(synthetic_root, stage1_run, tmp_
     z0, noise = bundle.transition.sample_inputs(3, 50)
     with torch.no_grad():
         frames, latents, _ = bundle.transition(z0, noise, torch.eye(10)[:3])
-    assert frames.shape == (3, 50, 30) and latents.shape == (3, 50, 12)
+    assert frames.shape == (3, 50, 30) and latents.shape == (3, 50, bundle.config.latent_dim)
     assert torch.isfinite(frames).all()
+
+
+def test_the_default_presets_are_the_shipped_recipe_and_the_paper_preset_the_seeds(synthetic_root, tmp_path):
+    shipped = load_bundle()  # assets/actiongen.json
+    fast1, paper1 = (stage1_pose.parse_args(["--out", "s1", *extra]) for extra in ([], ["--preset", "paper"]))
+    assert (fast1.decoder_layers, fast1.latent_dim) == (shipped.config.decoder_layers, shipped.config.latent_dim)
+    assert (paper1.decoder_layers, paper1.latent_dim) == (1, 12)
+    assert stage1_pose.parse_args(["--out", "s1", "--latent-dim", "7"]).latent_dim == 7  # an explicit value beats the preset
+    recipe = shipped.meta["training"]["stage2"]
+    fast2 = stage2_sequence.parse_args(["--stage1", "s1", "--out", "s2"])
+    for key in ("motion_weight", "decoder_lr", "shift_weight", "pose_critic_weight", "edge_weight", "ema", "disc"):
+        assert getattr(fast2, key) == recipe[key], key
+    stage1_pose.main(["--data-root", str(synthetic_root), "--out", str(tmp_path / "paper"), "--preset", "paper",
+                      *SMALL, *STAGE1_SIZE])
+    model = load_state(tmp_path / "paper")["model"]
+    assert (model["decoder_layers"], model["latent_dim"]) == (1, 12)
 
 
 def test_paper_preset_leaves_the_decoder_untouched_and_the_pose_critic_off(synthetic_root, stage1_run, tmp_path):

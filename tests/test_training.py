@@ -103,7 +103,8 @@ def test_the_default_presets_are_the_shipped_recipe_and_the_paper_preset_the_see
     fast1, paper1 = (stage1_pose.parse_args(["--out", "s1", *extra]) for extra in ([], ["--preset", "paper"]))
     assert (fast1.decoder_layers, fast1.latent_dim) == (shipped.config.decoder_layers, shipped.config.latent_dim)
     assert (paper1.decoder_layers, paper1.latent_dim) == (1, 12)
-    assert stage1_pose.parse_args(["--out", "s1", "--latent-dim", "7"]).latent_dim == 7  # an explicit value beats the preset
+    # an explicit value beats the preset
+    assert stage1_pose.parse_args(["--out", "s1", "--latent-dim", "7"]).latent_dim == 7
     recipe = shipped.meta["training"]["stage2"]
     fast2 = stage2_sequence.parse_args(["--stage1", "s1", "--out", "s2"])
     for key in ("motion_weight", "decoder_lr", "shift_weight", "pose_critic_weight", "edge_weight", "ema", "disc"):

@@ -111,9 +111,11 @@ def load_state(run_dir: Path | str) -> dict:
 
 def adam_pair(g_params, d_params, args: argparse.Namespace) -> dict:
     """Generator and discriminator Adam (betas 0.5, 0.9, as in the seed) with learning rates halved every
-    `args.lr_decay_every` steps; the discriminator's is `args.lr_d` where a stage sets it (two time scales)."""
-    opt_g = torch.optim.Adam(g_params, lr=args.lr, betas=(0.5, 0.9))
-    opt_d = torch.optim.Adam(d_params, lr=getattr(args, "lr_d", None) or args.lr, betas=(0.5, 0.9))
+    `args.lr_decay_every` steps; the discriminator's is `args.lr_d` where a stage sets it (two time scales).
+    Fused: one pass over each weight per step instead of about ten; the paper preset's flattened heads hold
+    26M weights each, and the unfused update took a fifth of its iteration time on a CPU."""
+    opt_g = torch.optim.Adam(g_params, lr=args.lr, betas=(0.5, 0.9), fused=True)
+    opt_d = torch.optim.Adam(d_params, lr=getattr(args, "lr_d", None) or args.lr, betas=(0.5, 0.9), fused=True)
     return {"opt_g": opt_g, "opt_d": opt_d,
             "sched_g": torch.optim.lr_scheduler.StepLR(opt_g, args.lr_decay_every, gamma=0.5),
             "sched_d": torch.optim.lr_scheduler.StepLR(opt_d, args.lr_decay_every, gamma=0.5)}

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from actiongen.checkpoint import Bundle, save_bundle
 from actiongen.data import ClipSampler, load_pose_data, vectors_to_joints
 from actiongen.models import (LATENT_BOUNDARIES, ActionClassifier, LatentTransitionGenerator, ModelConfig,
-                              MotionConvDiscriminator, PoseCritic, PoseDecoder, SequenceDiscriminator,
+                              MotionConvDiscriminator, PoseCritic, PoseDecoder, PoseEncoder, SequenceDiscriminator,
                               velocity_and_acceleration)
 from actiongen.skeleton import BONES, NUM_JOINTS
 from train.common import (MetricLog, adam_pair, apply_preset, base_parser, check_finite, gradient_penalty,
@@ -46,12 +46,13 @@ PRESETS = {
     "paper": dict(steps=12_500, batch=32, lr=1e-4, lr_decay_every=15_000, head="flatten", latent_boundary="none",
                   g_steps=2, shift_weight=0.1, shift_per_clip=False, disc="lstm", motion_weight=0.0, ema=0.0,
                   edge_weight=0.0, candidate_every=0, decoder_lr=0.0, bone_weight=0.0, pose_critic_weight=0.0,
-                  spectrum_weight=0.0, coupling_weight=0.0, latent_feedback=False, prior_weight=0.0, replay=0),
+                  spectrum_weight=0.0, coupling_weight=0.0, latent_feedback=False, prior_weight=0.0, replay=0,
+                  latent_critic_weight=0.0),
     "fast": dict(steps=1_000, batch=32, lr=2e-4, lr_decay_every=2_000, head="pool", latent_boundary="clamp",
                  g_steps=2, shift_weight=0.1, shift_per_clip=True, disc="both", motion_weight=5.0, ema=0.995,
                  edge_weight=1.0, candidate_every=250, decoder_lr=5e-5, bone_weight=0.0,
                  pose_critic_weight=1.0, spectrum_weight=0.0, coupling_weight=0.0, latent_feedback=False,
-                 prior_weight=0.0, replay=0),
+                 prior_weight=0.0, replay=0, latent_critic_weight=0.0),
 }
 SMOOTH_WEIGHT, CLASS_WEIGHT = 1e-4, 0.01
 POSE_GP_WEIGHT = 10.0  # the stage-1 critic's gradient penalty
@@ -101,6 +102,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pose-critic-weight", type=float, help="weight of a per-frame pose critic: the stage-1 "
                    "WGAN-GP critic, trained on in stage 2 against the clips' frames, so that a fine-tuned decoder "
                    "and the latent path stay on the real pose distribution (0: off)")
+    p.add_argument("--latent-critic-weight", type=float, help="weight of a critic on latent paths: a multi-scale "
+                   "temporal conv discriminator that tells the generated walk from the stage-1 encoder's latents "
+                   "of real clips, so the walk has a target of its own (needs a stage-1 run with --recon-weight; "
+                   "0: off)")
     p.add_argument("--replay", type=int, help="keep this many earlier generated clips and show the clip "
                    "critics half old, half new fakes (0: off)")
     p.add_argument("--candidate-every", type=int,
@@ -310,6 +315,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.bone_weight and args.dims != 3:
         raise SystemExit("error: --bone-weight applies to 3D models only (in a 2D view bones change length as "
                          "the person turns); this stage-1 decoder is 2D, so leave it out or give --bone-weight 0")
+    if args.latent_critic_weight and "encoder" not in stage1:
+        raise SystemExit(f"error: --latent-critic-weight reads real clips' latent paths through the stage-1 encoder, "
+                         f"but {args.stage1} was trained without one; train stage 1 with --recon-weight (e.g. 10) "
+                         f"or give --latent-critic-weight 0")
     device, data_cfg = setup(args)
     data = load_pose_data(data_cfg)
     sampler = ClipSampler(data, "train", seed=args.seed)
@@ -332,7 +341,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.pose_critic_weight:
         pose_critic = PoseCritic(cfg).to(device)
         pose_critic.load_state_dict(stage1["critic"])
-    d_params = [*critics.parameters(), *(pose_critic.parameters() if pose_critic is not None else ())]
+    # The latent-path critic reads real clips through the frozen stage-1 encoder: a latent per frame.
+    encoder = latent_critic = None
+    if args.latent_critic_weight:
+        encoder = PoseEncoder(cfg).to(device)
+        encoder.load_state_dict(stage1["encoder"])
+        encoder.eval().requires_grad_(False)
+        latent_critic = ClipCritics(replace(cfg, pose_dim=cfg.latent_dim), "conv").to(device)
+    d_params = [*critics.parameters(), *(pose_critic.parameters() if pose_critic is not None else ()),
+                *(latent_critic.parameters() if latent_critic is not None else ())]
     optim = adam_pair(g_groups, d_params, args)
     opt_g, opt_d, sched_g, sched_d = optim.values()
     # The exported generator: a moving average of the trained one (GAN weights oscillate around a good
@@ -342,7 +359,8 @@ def main(argv: list[str] | None = None) -> None:
     replay = ReplayBuffer(args.replay) if args.replay else None
     stateful = {"transition": transition, "classifier": classifier, "discriminator": critics, **optim,
                 **({"ema": ema} if ema else {}), **({"pose_critic": pose_critic} if pose_critic is not None else {}),
-                **({"replay": replay} if replay else {})}
+                **({"replay": replay} if replay else {}),
+                **({"latent_critic": latent_critic} if latent_critic is not None else {})}
     # Drawn before a resume restores the sampler's stream, so a resumed run continues the same batches.
     # The statistic terms: each matches a per-class mean statistic of the generated clips to the real one.
     chosen = [(name, weight, statistic) for name, weight, statistic in (
@@ -377,7 +395,7 @@ def main(argv: list[str] | None = None) -> None:
         cond = F.one_hot(labels, cfg.num_classes).float()
 
         with torch.no_grad():
-            fake = generate(cond)[0]
+            fake, fake_latents, _ = generate(cond)
         shown, shown_cond = replay.mix(fake, cond) if replay else (fake, cond)
         d_real, d_fake = critics(real, cond), critics(shown, shown_cond)
         loss_d = critics.loss(d_real, 1.0) + critics.loss(d_fake, 0.0)
@@ -387,8 +405,14 @@ def main(argv: list[str] | None = None) -> None:
             wasserstein = pose_critic(frames_real, frames_cond).mean() - pose_critic(frames_fake, frames_cond).mean()
             loss_pose = -wasserstein + POSE_GP_WEIGHT * gradient_penalty(pose_critic, frames_real, frames_fake,
                                                                          frames_cond)
+        loss_latent = 0.0
+        if latent_critic is not None:
+            with torch.no_grad():
+                real_latents = encoder(*frame_rows(real, cond)).view(*real.shape[:2], -1)
+            loss_latent = (latent_critic.loss(latent_critic(real_latents, cond), 1.0)
+                           + latent_critic.loss(latent_critic(fake_latents, cond), 0.0))
         opt_d.zero_grad(set_to_none=True)
-        (loss_d + loss_pose).backward()
+        (loss_d + loss_pose + loss_latent).backward()
         opt_d.step()
 
         for g_step in range(args.g_steps):
@@ -414,6 +438,9 @@ def main(argv: list[str] | None = None) -> None:
             if pose_critic is not None:
                 losses["pose"] = -pose_critic(*frame_rows(fake, cond)).mean()
                 losses["total"] = losses["total"] + args.pose_critic_weight * losses["pose"]
+            if latent_critic is not None:
+                losses["latent"] = latent_critic.loss(latent_critic(latents, cond), 1.0)
+                losses["total"] = losses["total"] + args.latent_critic_weight * losses["latent"]
             if args.bone_weight:
                 losses["bone"] = bone_variation(fake, *pose_stats, args.dims)
                 losses["total"] = losses["total"] + args.bone_weight * losses["bone"]
@@ -433,6 +460,7 @@ def main(argv: list[str] | None = None) -> None:
                       "acc_fake": (logits_fake.argmax(1) == labels).float().mean().item(),
                       "d_real": critics.probability(d_real), "d_fake": critics.probability(d_fake),
                       **({"pose_wasserstein": wasserstein.item()} if pose_critic is not None else {}),
+                      **({"loss_d_latent": loss_latent.item()} if latent_critic is not None else {}),
                       "at_edge": (latents.detach().abs() > 0.99).float().mean().item(),
                       "lr": sched_g.get_last_lr()[0]}
             check_finite(done, values)
@@ -474,7 +502,8 @@ def bundle_meta(args: argparse.Namespace, data, data_cfg, stage1: dict, device: 
                        "edge_weight": args.edge_weight, "prior_weight": args.prior_weight, "ema": args.ema,
                        "decoder_lr": args.decoder_lr,
                        "bone_weight": args.bone_weight, "pose_critic_weight": args.pose_critic_weight,
-                       "latent_feedback": args.latent_feedback, "replay": args.replay},
+                       "latent_feedback": args.latent_feedback, "replay": args.replay,
+                       "latent_critic_weight": args.latent_critic_weight},
             "device": str(device), "seed": args.seed,
         },
         "code_version": code_version(),

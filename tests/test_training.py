@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from actiongen.checkpoint import load_bundle
-from actiongen.data import vectors_to_joints
+from actiongen.data import ClipSampler, DataConfig, load_pose_data, vectors_to_joints
 from actiongen.generator import Generator
 from actiongen.models import (LatentTransitionGenerator, ModelConfig, PoseCritic, PoseDecoder, PoseEncoder,
                               fold_into_box)
@@ -77,11 +77,40 @@ def test_recon_weight_trains_an_encoder_and_lowers_its_reconstruction_error(synt
     encoder.load_state_dict(state["encoder"])
     logged = [json.loads(ln) for ln in (tmp_path / "recon" / "metrics.jsonl").read_text().splitlines()]
     assert logged[-1]["recon"] < 0.5 * logged[0]["recon"]  # the reconstruction is learnt, not just logged
+    # ... for the decoder as stage 2 and inference run it, on BatchNorm's running statistics
+    decoder = PoseDecoder(cfg).eval()
+    decoder.load_state_dict(state["decoder"])
+    real, labels = ClipSampler(load_pose_data(DataConfig(root=str(synthetic_root), train_subjects=(1, 5),
+                                                         test_subjects=(11,))), "train", seed=1).frames(256)
+    real_cond = torch.eye(10)[labels]
+    with torch.no_grad():
+        roundtrip = decoder(encoder(real, real_cond), real_cond)
+    assert torch.nn.functional.mse_loss(roundtrip, real) < 0.5 * logged[0]["recon"]
     torch.manual_seed(0)
     poses, cond = torch.randn(64, cfg.pose_dim), torch.eye(10)[torch.randint(10, (64,))]
     with torch.no_grad():
         latents = encoder(poses, cond)
     assert latents.shape == (64, cfg.latent_dim) and latents.abs().max() < 1
+
+
+def test_reconstruction_error_decodes_on_the_running_statistics_and_leaves_them_alone():
+    cfg = ModelConfig(latent_dim=4, decoder_hidden=16, critic_hidden=16)
+    decoder, encoder = PoseDecoder(cfg).train(), PoseEncoder(cfg)
+    torch.manual_seed(0)
+    decoder(torch.rand(64, 4) * 2 - 1, torch.eye(10)[torch.randint(10, (64,))])  # running statistics of the prior
+    running = {k: v.clone() for k, v in decoder.state_dict().items() if "running" in k}
+    real, cond = torch.randn(8, cfg.pose_dim), torch.eye(10)[torch.randint(10, (8,))]
+    error = stage1_pose.reconstruction_error(decoder, encoder, real, cond)
+    assert decoder.training and all(torch.equal(decoder.state_dict()[k], v) for k, v in running.items())
+    decoder.eval()
+    with torch.no_grad():
+        expected = torch.nn.functional.mse_loss(decoder(encoder(real, cond), cond), real)
+    decoder.train()
+    assert torch.allclose(error, expected)
+    with torch.no_grad():  # a train-mode decode of the same batch normalises by its own statistics instead
+        assert not torch.allclose(torch.nn.functional.mse_loss(decoder(encoder(real, cond), cond), real), expected)
+    error.backward()
+    assert decoder.net[0].weight.grad.abs().sum() > 0 and encoder.net[0].weight.grad.abs().sum() > 0
 
 
 def test_stage2_exports_a_bundle_that_generates(synthetic_root, stage1_run, tmp_path):

@@ -42,6 +42,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return apply_preset(p.parse_args(argv), PRESETS)
 
 
+def reconstruction_error(decoder: PoseDecoder, encoder: PoseEncoder, real: torch.Tensor,
+                         cond: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of decoder(encoder(real pose)) with the decoder on BatchNorm's running statistics,
+    as stage 2 and inference decode; the statistics stay the prior's. Decoded in one train-mode call with the
+    prior's latents, the decoder learnt to lean on the batch's mix: its eval-mode error was 2.6 against 0.026
+    in training."""
+    decoder.eval()
+    try:
+        return F.mse_loss(decoder(encoder(real, cond), cond), real)
+    finally:
+        decoder.train()
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     device, data_cfg = setup(args)
@@ -84,11 +97,8 @@ def main(argv: list[str] | None = None) -> None:
         if encoder is None:
             fake = decoder(prior, cond)
         else:
-            # One decoder call for prior and encoded latents, so BatchNorm's statistics cover both.
-            real = real.to(device)
-            both = decoder(torch.cat([prior, encoder(real, cond)]), torch.cat([cond, cond]))
-            fake = both[:args.batch]
-            recon = F.mse_loss(both[args.batch:], real)
+            fake = decoder(prior, cond)
+            recon = reconstruction_error(decoder, encoder, real.to(device), cond)
         loss_g = -critic(fake, cond).mean() + (args.recon_weight * recon if recon is not None else 0.0)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()

@@ -47,12 +47,12 @@ PRESETS = {
                   g_steps=2, shift_weight=0.1, shift_per_clip=False, disc="lstm", motion_weight=0.0, ema=0.0,
                   edge_weight=0.0, candidate_every=0, decoder_lr=0.0, bone_weight=0.0, pose_critic_weight=0.0,
                   spectrum_weight=0.0, coupling_weight=0.0, latent_feedback=False, prior_weight=0.0, replay=0,
-                  latent_critic_weight=0.0),
+                  latent_critic_weight=0.0, latent_motion_weight=0.0),
     "fast": dict(steps=1_000, batch=32, lr=2e-4, lr_decay_every=2_000, head="pool", latent_boundary="clamp",
                  g_steps=2, shift_weight=0.1, shift_per_clip=True, disc="both", motion_weight=5.0, ema=0.995,
                  edge_weight=1.0, candidate_every=250, decoder_lr=5e-5, bone_weight=0.0,
                  pose_critic_weight=1.0, spectrum_weight=0.0, coupling_weight=0.0, latent_feedback=False,
-                 prior_weight=0.0, replay=0, latent_critic_weight=0.0),
+                 prior_weight=0.0, replay=0, latent_critic_weight=0.0, latent_motion_weight=0.0),
 }
 SMOOTH_WEIGHT, CLASS_WEIGHT = 1e-4, 0.01
 POSE_GP_WEIGHT = 10.0  # the stage-1 critic's gradient penalty
@@ -106,6 +106,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "temporal conv discriminator that tells the generated walk from the stage-1 encoder's latents "
                    "of real clips, so the walk has a target of its own (needs a stage-1 run with --recon-weight; "
                    "0: off)")
+    p.add_argument("--latent-motion-weight", type=float, help="weight of the per-class latent motion term: the "
+                   "latent walk's speed, acceleration and spread per latent dimension and the coupling of their "
+                   "velocities, matched to the stage-1 encoder's latents of real clips (needs a stage-1 run with "
+                   "--recon-weight; 0: off)")
     p.add_argument("--replay", type=int, help="keep this many earlier generated clips and show the clip "
                    "critics half old, half new fakes (0: off)")
     p.add_argument("--candidate-every", type=int,
@@ -161,6 +165,12 @@ def velocity_coupling(x: torch.Tensor) -> torch.Tensor:
     correlation = covariance / (scale[:, :, None] * scale[:, None, :])
     rows, cols = torch.triu_indices(x.shape[-1], x.shape[-1], offset=1, device=x.device)
     return correlation[:, rows, cols].pow(2)
+
+
+def latent_path_statistics(z: torch.Tensor) -> torch.Tensor:
+    """Per latent path (B, T, d): the clip statistics of every latent dimension and the velocity coupling of
+    every two, flattened to (B, 3 d + d (d - 1) / 2): how the walk moves, for the latent motion term."""
+    return torch.cat([clip_statistics(z).flatten(1), velocity_coupling(z)], dim=1)
 
 
 def class_statistics(clips: torch.Tensor, labels: torch.Tensor, num_classes: int,
@@ -315,10 +325,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.bone_weight and args.dims != 3:
         raise SystemExit("error: --bone-weight applies to 3D models only (in a 2D view bones change length as "
                          "the person turns); this stage-1 decoder is 2D, so leave it out or give --bone-weight 0")
-    if args.latent_critic_weight and "encoder" not in stage1:
-        raise SystemExit(f"error: --latent-critic-weight reads real clips' latent paths through the stage-1 encoder, "
-                         f"but {args.stage1} was trained without one; train stage 1 with --recon-weight (e.g. 10) "
-                         f"or give --latent-critic-weight 0")
+    for option in ("latent_critic_weight", "latent_motion_weight"):
+        if getattr(args, option) and "encoder" not in stage1:
+            flag = "--" + option.replace("_", "-")
+            raise SystemExit(f"error: {flag} reads real clips' latent paths through the stage-1 encoder, but "
+                             f"{args.stage1} was trained without one; train stage 1 with --recon-weight (e.g. 10) "
+                             f"or give {flag} 0")
     device, data_cfg = setup(args)
     data = load_pose_data(data_cfg)
     sampler = ClipSampler(data, "train", seed=args.seed)
@@ -341,12 +353,18 @@ def main(argv: list[str] | None = None) -> None:
     if args.pose_critic_weight:
         pose_critic = PoseCritic(cfg).to(device)
         pose_critic.load_state_dict(stage1["critic"])
-    # The latent-path critic reads real clips through the frozen stage-1 encoder: a latent per frame.
+    # The latent-path terms read real clips through the frozen stage-1 encoder: a latent per frame.
     encoder = latent_critic = None
-    if args.latent_critic_weight:
+    if args.latent_critic_weight or args.latent_motion_weight:
         encoder = PoseEncoder(cfg).to(device)
         encoder.load_state_dict(stage1["encoder"])
         encoder.eval().requires_grad_(False)
+
+    def encode(clips: torch.Tensor, clip_cond: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return encoder(*frame_rows(clips, clip_cond)).view(*clips.shape[:2], -1)
+
+    if args.latent_critic_weight:
         latent_critic = ClipCritics(replace(cfg, pose_dim=cfg.latent_dim), "conv").to(device)
     d_params = [*critics.parameters(), *(pose_critic.parameters() if pose_critic is not None else ()),
                 *(latent_critic.parameters() if latent_critic is not None else ())]
@@ -363,12 +381,21 @@ def main(argv: list[str] | None = None) -> None:
                 **({"latent_critic": latent_critic} if latent_critic is not None else {})}
     # Drawn before a resume restores the sampler's stream, so a resumed run continues the same batches.
     # The statistic terms: each matches a per-class mean statistic of the generated clips to the real one.
-    chosen = [(name, weight, statistic) for name, weight, statistic in (
-        ("motion", args.motion_weight, clip_statistics), ("spectrum", args.spectrum_weight, velocity_spectrum),
-        ("coupling", args.coupling_weight, velocity_coupling)) if weight]
+    # A term on the latent walk ("on_latents") has the encoder's latents of the real clips as its target.
+    chosen = [(name, weight, statistic, on_latents) for name, weight, statistic, on_latents in (
+        ("motion", args.motion_weight, clip_statistics, False),
+        ("spectrum", args.spectrum_weight, velocity_spectrum, False),
+        ("coupling", args.coupling_weight, velocity_coupling, False),
+        ("latent_motion", args.latent_motion_weight, latent_path_statistics, True)) if weight]
     target_clips = sampler.clips(MOTION_TARGET_CLIPS) if chosen else None
-    statistic_terms = {name: (weight, statistic, class_statistics(*target_clips, cfg.num_classes, statistic).to(device))
-                       for name, weight, statistic in chosen}
+    target_latents = None
+    if args.latent_motion_weight:
+        target_cond = F.one_hot(target_clips[1], cfg.num_classes).float().to(device)
+        target_latents = encode(target_clips[0].to(device), target_cond)
+    statistic_terms = {name: (weight, statistic, on_latents,
+                              class_statistics(target_latents if on_latents else target_clips[0].to(device),
+                                               target_clips[1].to(device), cfg.num_classes, statistic))
+                       for name, weight, statistic, on_latents in chosen}
     # The bone-length term reads lengths in mm, so it undoes the standardisation.
     pose_stats = (tuple(torch.as_tensor(v, dtype=torch.float32, device=device)
                         for v in (data.stats.mean, data.stats.std)) if args.bone_weight else None)
@@ -407,9 +434,7 @@ def main(argv: list[str] | None = None) -> None:
                                                                          frames_cond)
         loss_latent = 0.0
         if latent_critic is not None:
-            with torch.no_grad():
-                real_latents = encoder(*frame_rows(real, cond)).view(*real.shape[:2], -1)
-            loss_latent = (latent_critic.loss(latent_critic(real_latents, cond), 1.0)
+            loss_latent = (latent_critic.loss(latent_critic(encode(real, cond), cond), 1.0)
                            + latent_critic.loss(latent_critic(fake_latents, cond), 0.0))
         opt_d.zero_grad(set_to_none=True)
         (loss_d + loss_pose + loss_latent).backward()
@@ -426,8 +451,8 @@ def main(argv: list[str] | None = None) -> None:
             ce_fake = F.cross_entropy(logits_fake, labels)
             losses = generator_loss(critics.loss(critics(fake, cond), 1.0), fake, shifts, ce_real, ce_fake,
                                     args.shift_weight, args.shift_per_clip)
-            for name, (weight, statistic, target) in statistic_terms.items():
-                losses[name] = motion_loss(fake, labels, target, statistic)
+            for name, (weight, statistic, on_latents, target) in statistic_terms.items():
+                losses[name] = motion_loss(latents if on_latents else fake, labels, target, statistic)
                 losses["total"] = losses["total"] + weight * losses[name]
             if args.edge_weight:
                 losses["edge"] = edge_penalty(latents)
@@ -503,7 +528,8 @@ def bundle_meta(args: argparse.Namespace, data, data_cfg, stage1: dict, device: 
                        "decoder_lr": args.decoder_lr,
                        "bone_weight": args.bone_weight, "pose_critic_weight": args.pose_critic_weight,
                        "latent_feedback": args.latent_feedback, "replay": args.replay,
-                       "latent_critic_weight": args.latent_critic_weight},
+                       "latent_critic_weight": args.latent_critic_weight,
+                       "latent_motion_weight": args.latent_motion_weight},
             "device": str(device), "seed": args.seed,
         },
         "code_version": code_version(),

@@ -496,6 +496,13 @@ def test_latent_critic_and_motion_term_learn_encoded_real_paths_and_resume(synth
     assert meta["latent_critic_weight"] == meta["latent_motion_weight"] == 1
 
 
+def test_used_latent_dims_leave_out_the_dimensions_the_encoder_pins():
+    latents = torch.rand(4, 50, 5) * 2 - 1
+    latents[..., 1] = 1.0
+    latents[..., 3] = -0.9 + 0.01 * torch.rand(4, 50)
+    assert stage2_sequence.used_latent_dims(latents).tolist() == [0, 2, 4]
+
+
 def test_latent_path_statistics_are_the_clip_statistics_and_the_coupling_of_latent_dimensions():
     t = torch.arange(50.0)[None, :, None]
     z = torch.cat([0.01 * t, torch.sin(t), -torch.sin(t)], dim=-1)  # a drift and two dimensions in antiphase

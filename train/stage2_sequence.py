@@ -211,6 +211,18 @@ def frame_rows(clips: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, t
     return clips.reshape(-1, clips.shape[-1]), cond.repeat_interleave(clips.shape[1], dim=0)
 
 
+def encode(encoder: nn.Module, clips: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    """The encoder's latent path of each clip, (B, T, pose_dim) -> (B, T, latent_dim), frame by frame."""
+    with torch.no_grad():
+        return encoder(*frame_rows(clips, cond)).view(*clips.shape[:2], -1)
+
+
+def used_latent_dims(latents: torch.Tensor, min_std: float = 0.05) -> torch.Tensor:
+    """Indices of the latent dimensions whose spread over all frames of (B, T, d) encoded paths is at least
+    `min_std` (the box's prior: 0.58)."""
+    return (latents.flatten(0, 1).std(dim=0) >= min_std).nonzero().flatten()
+
+
 def edge_penalty(latents: torch.Tensor, margin: float = 0.9) -> torch.Tensor:
     """Mean squared excess of |z| over `margin`: keeps the path inside the box the decoder was trained on
     rather than on its faces, where a clamped path otherwise spends a fifth of its time."""
@@ -353,19 +365,23 @@ def main(argv: list[str] | None = None) -> None:
     if args.pose_critic_weight:
         pose_critic = PoseCritic(cfg).to(device)
         pose_critic.load_state_dict(stage1["critic"])
-    # The latent-path terms read real clips through the frozen stage-1 encoder: a latent per frame.
-    encoder = latent_critic = None
+    # Drawn before a resume restores the sampler's stream, so a resumed run continues the same batches: the
+    # real clips behind the statistic terms' targets and the latent terms' choice of dimensions.
+    statistic_weights = (args.motion_weight, args.spectrum_weight, args.coupling_weight, args.latent_motion_weight,
+                         args.latent_critic_weight)
+    target_clips = sampler.clips(MOTION_TARGET_CLIPS) if any(statistic_weights) else None
+    # The latent-path terms read real clips through the frozen stage-1 encoder (a latent per frame), on the
+    # latent dimensions it uses: it pins some at a face of the box for every real pose (2 of 24 at +1), and a
+    # walk held there would leave the box's inside, where the decoder was trained on its prior.
+    encoder = latent_critic = used_dims = None
     if args.latent_critic_weight or args.latent_motion_weight:
         encoder = PoseEncoder(cfg).to(device)
         encoder.load_state_dict(stage1["encoder"])
         encoder.eval().requires_grad_(False)
-
-    def encode(clips: torch.Tensor, clip_cond: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return encoder(*frame_rows(clips, clip_cond)).view(*clips.shape[:2], -1)
-
+        target_cond = F.one_hot(target_clips[1], cfg.num_classes).float().to(device)
+        used_dims = used_latent_dims(encode(encoder, target_clips[0].to(device), target_cond))
     if args.latent_critic_weight:
-        latent_critic = ClipCritics(replace(cfg, pose_dim=cfg.latent_dim), "conv").to(device)
+        latent_critic = ClipCritics(replace(cfg, pose_dim=len(used_dims)), "conv").to(device)
     d_params = [*critics.parameters(), *(pose_critic.parameters() if pose_critic is not None else ()),
                 *(latent_critic.parameters() if latent_critic is not None else ())]
     optim = adam_pair(g_groups, d_params, args)
@@ -379,7 +395,6 @@ def main(argv: list[str] | None = None) -> None:
                 **({"ema": ema} if ema else {}), **({"pose_critic": pose_critic} if pose_critic is not None else {}),
                 **({"replay": replay} if replay else {}),
                 **({"latent_critic": latent_critic} if latent_critic is not None else {})}
-    # Drawn before a resume restores the sampler's stream, so a resumed run continues the same batches.
     # The statistic terms: each matches a per-class mean statistic of the generated clips to the real one.
     # A term on the latent walk ("on_latents") has the encoder's latents of the real clips as its target.
     chosen = [(name, weight, statistic, on_latents) for name, weight, statistic, on_latents in (
@@ -387,11 +402,8 @@ def main(argv: list[str] | None = None) -> None:
         ("spectrum", args.spectrum_weight, velocity_spectrum, False),
         ("coupling", args.coupling_weight, velocity_coupling, False),
         ("latent_motion", args.latent_motion_weight, latent_path_statistics, True)) if weight]
-    target_clips = sampler.clips(MOTION_TARGET_CLIPS) if chosen else None
-    target_latents = None
-    if args.latent_motion_weight:
-        target_cond = F.one_hot(target_clips[1], cfg.num_classes).float().to(device)
-        target_latents = encode(target_clips[0].to(device), target_cond)
+    target_latents = (encode(encoder, target_clips[0].to(device), target_cond)[..., used_dims]
+                      if args.latent_motion_weight else None)
     statistic_terms = {name: (weight, statistic, on_latents,
                               class_statistics(target_latents if on_latents else target_clips[0].to(device),
                                                target_clips[1].to(device), cfg.num_classes, statistic))
@@ -434,8 +446,8 @@ def main(argv: list[str] | None = None) -> None:
                                                                          frames_cond)
         loss_latent = 0.0
         if latent_critic is not None:
-            loss_latent = (latent_critic.loss(latent_critic(encode(real, cond), cond), 1.0)
-                           + latent_critic.loss(latent_critic(fake_latents, cond), 0.0))
+            loss_latent = (latent_critic.loss(latent_critic(encode(encoder, real, cond)[..., used_dims], cond), 1.0)
+                           + latent_critic.loss(latent_critic(fake_latents[..., used_dims], cond), 0.0))
         opt_d.zero_grad(set_to_none=True)
         (loss_d + loss_pose + loss_latent).backward()
         opt_d.step()
@@ -452,7 +464,7 @@ def main(argv: list[str] | None = None) -> None:
             losses = generator_loss(critics.loss(critics(fake, cond), 1.0), fake, shifts, ce_real, ce_fake,
                                     args.shift_weight, args.shift_per_clip)
             for name, (weight, statistic, on_latents, target) in statistic_terms.items():
-                losses[name] = motion_loss(latents if on_latents else fake, labels, target, statistic)
+                losses[name] = motion_loss(latents[..., used_dims] if on_latents else fake, labels, target, statistic)
                 losses["total"] = losses["total"] + weight * losses[name]
             if args.edge_weight:
                 losses["edge"] = edge_penalty(latents)
@@ -464,7 +476,7 @@ def main(argv: list[str] | None = None) -> None:
                 losses["pose"] = -pose_critic(*frame_rows(fake, cond)).mean()
                 losses["total"] = losses["total"] + args.pose_critic_weight * losses["pose"]
             if latent_critic is not None:
-                losses["latent"] = latent_critic.loss(latent_critic(latents, cond), 1.0)
+                losses["latent"] = latent_critic.loss(latent_critic(latents[..., used_dims], cond), 1.0)
                 losses["total"] = losses["total"] + args.latent_critic_weight * losses["latent"]
             if args.bone_weight:
                 losses["bone"] = bone_variation(fake, *pose_stats, args.dims)

@@ -189,7 +189,7 @@ def test_pose_critic_starts_from_the_stage1_critic_trains_on_and_resumes(synthet
 
 
 def _states_equal(a: dict, b: dict) -> None:
-    for key in ("decoder", "critic", "transition", "classifier", "discriminator", "pose_critic", "latent_critic"):
+    for key in ("decoder", "critic", "transition", "classifier", "discriminator", "pose_critic"):
         if key in a:
             for name in a[key]:
                 assert torch.equal(a[key][name], b[key][name]), f"{key}.{name}"
@@ -467,51 +467,6 @@ def test_bone_weight_on_a_2d_decoder_is_a_clear_error(synthetic_root, stage1_run
     with pytest.raises(SystemExit, match="--bone-weight applies to 3D models only"):
         stage2_sequence.main(["--data-root", str(synthetic_root), "--stage1", str(stage1_run), "--out",
                               str(tmp_path), "--bone-weight", "1", *SMALL, *STAGE2_SIZE])
-
-
-@pytest.mark.parametrize("flag", ["--latent-critic-weight", "--latent-motion-weight"])
-def test_latent_terms_without_a_stage1_encoder_are_a_clear_error(synthetic_root, stage1_run, tmp_path, flag):
-    with pytest.raises(SystemExit, match=f"{flag} reads .* --recon-weight"):
-        stage2_sequence.main(["--data-root", str(synthetic_root), "--stage1", str(stage1_run), "--out",
-                              str(tmp_path), flag, "1", *SMALL, *STAGE2_SIZE])
-
-
-def test_latent_critic_and_motion_term_learn_encoded_real_paths_and_resume(synthetic_root, tmp_path):
-    stage1 = tmp_path / "s1"
-    stage1_pose.main(["--data-root", str(synthetic_root), "--out", str(stage1), "--recon-weight", "10", *SMALL,
-                      *STAGE1_SIZE])
-    common = ["--data-root", str(synthetic_root), "--stage1", str(stage1), "--batch", "8", "--log-every", "1",
-              "--checkpoint-every", "2", "--sample-every", "100", "--lr-d", "1e-3", *STAGE2_SIZE,
-              "--latent-critic-weight", "1", "--latent-motion-weight", "1"]
-    stage2_sequence.main([*common, "--out", str(tmp_path / "straight"), "--steps", "12"])
-    stage2_sequence.main([*common, "--out", str(tmp_path / "split"), "--steps", "6"])
-    stage2_sequence.main([*common, "--out", str(tmp_path / "split"), "--steps", "12", "--resume"])
-    straight, split = load_state(tmp_path / "straight"), load_state(tmp_path / "split")
-    _states_equal(straight, split)
-    log = [json.loads(ln) for ln in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
-    assert all(math.isfinite(row["g_latent"]) and math.isfinite(row["g_latent_motion"]) for row in log)
-    # Two BCE terms start at 2 ln 2; a critic that sees the paths tells them apart within a few steps.
-    assert log[0]["loss_d_latent"] > 1.2 and log[-1]["loss_d_latent"] < 0.5
-    meta = load_bundle(tmp_path / "straight" / "actiongen.json").meta["training"]["stage2"]
-    assert meta["latent_critic_weight"] == meta["latent_motion_weight"] == 1
-
-
-def test_used_latent_dims_leave_out_the_dimensions_the_encoder_pins():
-    latents = torch.rand(4, 50, 5) * 2 - 1
-    latents[..., 1] = 1.0
-    latents[..., 3] = -0.9 + 0.01 * torch.rand(4, 50)
-    assert stage2_sequence.used_latent_dims(latents).tolist() == [0, 2, 4]
-
-
-def test_latent_path_statistics_are_the_clip_statistics_and_the_coupling_of_latent_dimensions():
-    t = torch.arange(50.0)[None, :, None]
-    z = torch.cat([0.01 * t, torch.sin(t), -torch.sin(t)], dim=-1)  # a drift and two dimensions in antiphase
-    stats = stage2_sequence.latent_path_statistics(z)
-    assert stats.shape == (1, 3 * 3 + 3)
-    assert torch.allclose(stats[0, :3], torch.tensor([0.01, (torch.sin(t[0, 1:]) - torch.sin(t[0, :-1])).abs()
-                                                      .mean(), (torch.sin(t[0, 1:]) - torch.sin(t[0, :-1])).abs()
-                                                      .mean()]), atol=1e-5)
-    assert torch.allclose(stats[0, -1], torch.tensor(1.0), atol=1e-4)  # the antiphase pair: r = -1
 
 
 @pytest.mark.parametrize("disc", ["lstm", "conv", "both"])

@@ -93,12 +93,8 @@ def main(argv: list[str] | None = None) -> None:
             opt_d.step()
         real, labels = sampler.frames(args.batch)
         cond, prior = onehot(labels), latent(args.batch)
-        recon = None
-        if encoder is None:
-            fake = decoder(prior, cond)
-        else:
-            fake = decoder(prior, cond)
-            recon = reconstruction_error(decoder, encoder, real.to(device), cond)
+        fake = decoder(prior, cond)
+        recon = None if encoder is None else reconstruction_error(decoder, encoder, real.to(device), cond)
         loss_g = -critic(fake, cond).mean() + (args.recon_weight * recon if recon is not None else 0.0)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()

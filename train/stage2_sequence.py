@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from actiongen.checkpoint import Bundle, save_bundle
 from actiongen.data import ClipSampler, load_pose_data, vectors_to_joints
 from actiongen.models import (LATENT_BOUNDARIES, ActionClassifier, LatentTransitionGenerator, ModelConfig,
-                              MotionConvDiscriminator, PoseCritic, PoseDecoder, PoseEncoder, SequenceDiscriminator,
+                              MotionConvDiscriminator, PoseCritic, PoseDecoder, SequenceDiscriminator,
                               velocity_and_acceleration)
 from actiongen.skeleton import BONES, NUM_JOINTS
 from train.common import (MetricLog, adam_pair, apply_preset, base_parser, check_finite, gradient_penalty,
@@ -46,13 +46,12 @@ PRESETS = {
     "paper": dict(steps=12_500, batch=32, lr=1e-4, lr_decay_every=15_000, head="flatten", latent_boundary="none",
                   g_steps=2, shift_weight=0.1, shift_per_clip=False, disc="lstm", motion_weight=0.0, ema=0.0,
                   edge_weight=0.0, candidate_every=0, decoder_lr=0.0, bone_weight=0.0, pose_critic_weight=0.0,
-                  spectrum_weight=0.0, coupling_weight=0.0, latent_feedback=False, prior_weight=0.0, replay=0,
-                  latent_critic_weight=0.0, latent_motion_weight=0.0),
+                  spectrum_weight=0.0, coupling_weight=0.0, latent_feedback=False, prior_weight=0.0, replay=0),
     "fast": dict(steps=1_000, batch=32, lr=2e-4, lr_decay_every=2_000, head="pool", latent_boundary="clamp",
                  g_steps=2, shift_weight=0.1, shift_per_clip=True, disc="both", motion_weight=5.0, ema=0.995,
                  edge_weight=1.0, candidate_every=250, decoder_lr=5e-5, bone_weight=0.0,
                  pose_critic_weight=1.0, spectrum_weight=0.0, coupling_weight=0.0, latent_feedback=False,
-                 prior_weight=0.0, replay=0, latent_critic_weight=0.0, latent_motion_weight=0.0),
+                 prior_weight=0.0, replay=0),
 }
 SMOOTH_WEIGHT, CLASS_WEIGHT = 1e-4, 0.01
 POSE_GP_WEIGHT = 10.0  # the stage-1 critic's gradient penalty
@@ -102,14 +101,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pose-critic-weight", type=float, help="weight of a per-frame pose critic: the stage-1 "
                    "WGAN-GP critic, trained on in stage 2 against the clips' frames, so that a fine-tuned decoder "
                    "and the latent path stay on the real pose distribution (0: off)")
-    p.add_argument("--latent-critic-weight", type=float, help="weight of a critic on latent paths: a multi-scale "
-                   "temporal conv discriminator that tells the generated walk from the stage-1 encoder's latents "
-                   "of real clips, so the walk has a target of its own (needs a stage-1 run with --recon-weight; "
-                   "0: off)")
-    p.add_argument("--latent-motion-weight", type=float, help="weight of the per-class latent motion term: the "
-                   "latent walk's speed, acceleration and spread per latent dimension and the coupling of their "
-                   "velocities, matched to the stage-1 encoder's latents of real clips (needs a stage-1 run with "
-                   "--recon-weight; 0: off)")
     p.add_argument("--replay", type=int, help="keep this many earlier generated clips and show the clip "
                    "critics half old, half new fakes (0: off)")
     p.add_argument("--candidate-every", type=int,
@@ -167,12 +158,6 @@ def velocity_coupling(x: torch.Tensor) -> torch.Tensor:
     return correlation[:, rows, cols].pow(2)
 
 
-def latent_path_statistics(z: torch.Tensor) -> torch.Tensor:
-    """Per latent path (B, T, d): the clip statistics of every latent dimension and the velocity coupling of
-    every two, flattened to (B, 3 d + d (d - 1) / 2): how the walk moves, for the latent motion term."""
-    return torch.cat([clip_statistics(z).flatten(1), velocity_coupling(z)], dim=1)
-
-
 def class_statistics(clips: torch.Tensor, labels: torch.Tensor, num_classes: int,
                      statistics: Callable[[torch.Tensor], torch.Tensor] = clip_statistics) -> torch.Tensor:
     """Mean clip statistics of real clips per class: (C, ...), the motion terms' targets."""
@@ -209,18 +194,6 @@ def frame_rows(clips: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, t
     """(B, T, D) clips and their (B, C) class weights -> (B * T, D) frames and (B * T, C) class weights,
     what the per-frame pose critic reads."""
     return clips.reshape(-1, clips.shape[-1]), cond.repeat_interleave(clips.shape[1], dim=0)
-
-
-def encode(encoder: nn.Module, clips: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-    """The encoder's latent path of each clip, (B, T, pose_dim) -> (B, T, latent_dim), frame by frame."""
-    with torch.no_grad():
-        return encoder(*frame_rows(clips, cond)).view(*clips.shape[:2], -1)
-
-
-def used_latent_dims(latents: torch.Tensor, min_std: float = 0.05) -> torch.Tensor:
-    """Indices of the latent dimensions whose spread over all frames of (B, T, d) encoded paths is at least
-    `min_std` (the box's prior: 0.58)."""
-    return (latents.flatten(0, 1).std(dim=0) >= min_std).nonzero().flatten()
 
 
 def edge_penalty(latents: torch.Tensor, margin: float = 0.9) -> torch.Tensor:
@@ -337,12 +310,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.bone_weight and args.dims != 3:
         raise SystemExit("error: --bone-weight applies to 3D models only (in a 2D view bones change length as "
                          "the person turns); this stage-1 decoder is 2D, so leave it out or give --bone-weight 0")
-    for option in ("latent_critic_weight", "latent_motion_weight"):
-        if getattr(args, option) and "encoder" not in stage1:
-            flag = "--" + option.replace("_", "-")
-            raise SystemExit(f"error: {flag} reads real clips' latent paths through the stage-1 encoder, but "
-                             f"{args.stage1} was trained without one; train stage 1 with --recon-weight (e.g. 10) "
-                             f"or give {flag} 0")
     device, data_cfg = setup(args)
     data = load_pose_data(data_cfg)
     sampler = ClipSampler(data, "train", seed=args.seed)
@@ -365,25 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.pose_critic_weight:
         pose_critic = PoseCritic(cfg).to(device)
         pose_critic.load_state_dict(stage1["critic"])
-    # Drawn before a resume restores the sampler's stream, so a resumed run continues the same batches: the
-    # real clips behind the statistic terms' targets and the latent terms' choice of dimensions.
-    statistic_weights = (args.motion_weight, args.spectrum_weight, args.coupling_weight, args.latent_motion_weight,
-                         args.latent_critic_weight)
-    target_clips = sampler.clips(MOTION_TARGET_CLIPS) if any(statistic_weights) else None
-    # The latent-path terms read real clips through the frozen stage-1 encoder (a latent per frame), on the
-    # latent dimensions it uses: it pins some at a face of the box for every real pose (2 of 24 at +1), and a
-    # walk held there would leave the box's inside, where the decoder was trained on its prior.
-    encoder = latent_critic = used_dims = None
-    if args.latent_critic_weight or args.latent_motion_weight:
-        encoder = PoseEncoder(cfg).to(device)
-        encoder.load_state_dict(stage1["encoder"])
-        encoder.eval().requires_grad_(False)
-        target_cond = F.one_hot(target_clips[1], cfg.num_classes).float().to(device)
-        used_dims = used_latent_dims(encode(encoder, target_clips[0].to(device), target_cond))
-    if args.latent_critic_weight:
-        latent_critic = ClipCritics(replace(cfg, pose_dim=len(used_dims)), "conv").to(device)
-    d_params = [*critics.parameters(), *(pose_critic.parameters() if pose_critic is not None else ()),
-                *(latent_critic.parameters() if latent_critic is not None else ())]
+    d_params = [*critics.parameters(), *(pose_critic.parameters() if pose_critic is not None else ())]
     optim = adam_pair(g_groups, d_params, args)
     opt_g, opt_d, sched_g, sched_d = optim.values()
     # The exported generator: a moving average of the trained one (GAN weights oscillate around a good
@@ -393,21 +342,15 @@ def main(argv: list[str] | None = None) -> None:
     replay = ReplayBuffer(args.replay) if args.replay else None
     stateful = {"transition": transition, "classifier": classifier, "discriminator": critics, **optim,
                 **({"ema": ema} if ema else {}), **({"pose_critic": pose_critic} if pose_critic is not None else {}),
-                **({"replay": replay} if replay else {}),
-                **({"latent_critic": latent_critic} if latent_critic is not None else {})}
+                **({"replay": replay} if replay else {})}
+    # Drawn before a resume restores the sampler's stream, so a resumed run continues the same batches.
     # The statistic terms: each matches a per-class mean statistic of the generated clips to the real one.
-    # A term on the latent walk ("on_latents") has the encoder's latents of the real clips as its target.
-    chosen = [(name, weight, statistic, on_latents) for name, weight, statistic, on_latents in (
-        ("motion", args.motion_weight, clip_statistics, False),
-        ("spectrum", args.spectrum_weight, velocity_spectrum, False),
-        ("coupling", args.coupling_weight, velocity_coupling, False),
-        ("latent_motion", args.latent_motion_weight, latent_path_statistics, True)) if weight]
-    target_latents = (encode(encoder, target_clips[0].to(device), target_cond)[..., used_dims]
-                      if args.latent_motion_weight else None)
-    statistic_terms = {name: (weight, statistic, on_latents,
-                              class_statistics(target_latents if on_latents else target_clips[0].to(device),
-                                               target_clips[1].to(device), cfg.num_classes, statistic))
-                       for name, weight, statistic, on_latents in chosen}
+    chosen = [(name, weight, statistic) for name, weight, statistic in (
+        ("motion", args.motion_weight, clip_statistics), ("spectrum", args.spectrum_weight, velocity_spectrum),
+        ("coupling", args.coupling_weight, velocity_coupling)) if weight]
+    target_clips = sampler.clips(MOTION_TARGET_CLIPS) if chosen else None
+    statistic_terms = {name: (weight, statistic, class_statistics(*target_clips, cfg.num_classes, statistic).to(device))
+                       for name, weight, statistic in chosen}
     # The bone-length term reads lengths in mm, so it undoes the standardisation.
     pose_stats = (tuple(torch.as_tensor(v, dtype=torch.float32, device=device)
                         for v in (data.stats.mean, data.stats.std)) if args.bone_weight else None)
@@ -434,7 +377,7 @@ def main(argv: list[str] | None = None) -> None:
         cond = F.one_hot(labels, cfg.num_classes).float()
 
         with torch.no_grad():
-            fake, fake_latents, _ = generate(cond)
+            fake = generate(cond)[0]
         shown, shown_cond = replay.mix(fake, cond) if replay else (fake, cond)
         d_real, d_fake = critics(real, cond), critics(shown, shown_cond)
         loss_d = critics.loss(d_real, 1.0) + critics.loss(d_fake, 0.0)
@@ -444,12 +387,8 @@ def main(argv: list[str] | None = None) -> None:
             wasserstein = pose_critic(frames_real, frames_cond).mean() - pose_critic(frames_fake, frames_cond).mean()
             loss_pose = -wasserstein + POSE_GP_WEIGHT * gradient_penalty(pose_critic, frames_real, frames_fake,
                                                                          frames_cond)
-        loss_latent = 0.0
-        if latent_critic is not None:
-            loss_latent = (latent_critic.loss(latent_critic(encode(encoder, real, cond)[..., used_dims], cond), 1.0)
-                           + latent_critic.loss(latent_critic(fake_latents[..., used_dims], cond), 0.0))
         opt_d.zero_grad(set_to_none=True)
-        (loss_d + loss_pose + loss_latent).backward()
+        (loss_d + loss_pose).backward()
         opt_d.step()
 
         for g_step in range(args.g_steps):
@@ -463,8 +402,8 @@ def main(argv: list[str] | None = None) -> None:
             ce_fake = F.cross_entropy(logits_fake, labels)
             losses = generator_loss(critics.loss(critics(fake, cond), 1.0), fake, shifts, ce_real, ce_fake,
                                     args.shift_weight, args.shift_per_clip)
-            for name, (weight, statistic, on_latents, target) in statistic_terms.items():
-                losses[name] = motion_loss(latents[..., used_dims] if on_latents else fake, labels, target, statistic)
+            for name, (weight, statistic, target) in statistic_terms.items():
+                losses[name] = motion_loss(fake, labels, target, statistic)
                 losses["total"] = losses["total"] + weight * losses[name]
             if args.edge_weight:
                 losses["edge"] = edge_penalty(latents)
@@ -475,9 +414,6 @@ def main(argv: list[str] | None = None) -> None:
             if pose_critic is not None:
                 losses["pose"] = -pose_critic(*frame_rows(fake, cond)).mean()
                 losses["total"] = losses["total"] + args.pose_critic_weight * losses["pose"]
-            if latent_critic is not None:
-                losses["latent"] = latent_critic.loss(latent_critic(latents[..., used_dims], cond), 1.0)
-                losses["total"] = losses["total"] + args.latent_critic_weight * losses["latent"]
             if args.bone_weight:
                 losses["bone"] = bone_variation(fake, *pose_stats, args.dims)
                 losses["total"] = losses["total"] + args.bone_weight * losses["bone"]
@@ -497,7 +433,6 @@ def main(argv: list[str] | None = None) -> None:
                       "acc_fake": (logits_fake.argmax(1) == labels).float().mean().item(),
                       "d_real": critics.probability(d_real), "d_fake": critics.probability(d_fake),
                       **({"pose_wasserstein": wasserstein.item()} if pose_critic is not None else {}),
-                      **({"loss_d_latent": loss_latent.item()} if latent_critic is not None else {}),
                       "at_edge": (latents.detach().abs() > 0.99).float().mean().item(),
                       "lr": sched_g.get_last_lr()[0]}
             check_finite(done, values)
@@ -539,9 +474,7 @@ def bundle_meta(args: argparse.Namespace, data, data_cfg, stage1: dict, device: 
                        "edge_weight": args.edge_weight, "prior_weight": args.prior_weight, "ema": args.ema,
                        "decoder_lr": args.decoder_lr,
                        "bone_weight": args.bone_weight, "pose_critic_weight": args.pose_critic_weight,
-                       "latent_feedback": args.latent_feedback, "replay": args.replay,
-                       "latent_critic_weight": args.latent_critic_weight,
-                       "latent_motion_weight": args.latent_motion_weight},
+                       "latent_feedback": args.latent_feedback, "replay": args.replay},
             "device": str(device), "seed": args.seed,
         },
         "code_version": code_version(),

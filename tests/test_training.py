@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from actiongen.checkpoint import load_bundle
-from actiongen.data import ClipSampler, load_pose_data, vectors_to_joints
+from actiongen.data import ClipSampler, vectors_to_joints
 from actiongen.generator import Generator
 from actiongen.models import (LatentTransitionGenerator, ModelConfig, PoseCritic, PoseDecoder, PoseEncoder,
                               fold_into_box)
@@ -62,7 +62,7 @@ def test_stage1_latent_dim_and_depth_carry_into_stage2_and_the_bundle(synthetic_
     assert sample.latents.shape == (12, 5) and np.isfinite(sample.joints).all()
 
 
-def test_recon_weight_trains_an_encoder_and_lowers_its_reconstruction_error(synthetic_root, synthetic_config,
+def test_recon_weight_trains_an_encoder_and_lowers_its_reconstruction_error(synthetic_root, synthetic_data,
                                                                            tmp_path):
     def run(out, *extra):
         stage1_pose.main(["--data-root", str(synthetic_root), "--out", str(out), "--steps", "60", "--batch", "32",
@@ -81,7 +81,7 @@ def test_recon_weight_trains_an_encoder_and_lowers_its_reconstruction_error(synt
     # ... for the decoder as stage 2 and inference run it, on BatchNorm's running statistics
     decoder = PoseDecoder(cfg).eval()
     decoder.load_state_dict(state["decoder"])
-    real, labels = ClipSampler(load_pose_data(synthetic_config), "train", seed=1).frames(256)
+    real, labels = ClipSampler(synthetic_data, "train", seed=1).frames(256)
     real_cond = torch.eye(10)[labels]
     with torch.no_grad():
         roundtrip = decoder(encoder(real, real_cond), real_cond)

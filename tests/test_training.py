@@ -489,6 +489,60 @@ def test_stage2_trains_with_each_discriminator_and_the_realism_terms(synthetic_r
     assert clip.joints.shape == (50, 16, 2) and np.isfinite(clip.joints).all()
 
 
+def test_retrace_without_a_stage1_encoder_is_a_clear_error(synthetic_root, stage1_run, tmp_path):
+    with pytest.raises(SystemExit, match="--retrace-weight needs a stage-1 encoder.*--recon-weight"):
+        stage2_sequence.main(["--data-root", str(synthetic_root), "--stage1", str(stage1_run), "--out",
+                              str(tmp_path), "--retrace-weight", "1", *SMALL, *STAGE2_SIZE])
+
+
+def test_retrace_term_trains_a_posterior_beside_the_generator_and_resumes(synthetic_root, tmp_path):
+    stage1_pose.main(["--data-root", str(synthetic_root), "--out", str(tmp_path / "s1"), "--recon-weight", "10",
+                      *SMALL, *STAGE1_SIZE])
+    args = ["--data-root", str(synthetic_root), "--stage1", str(tmp_path / "s1"), "--out", str(tmp_path / "s2"),
+            "--retrace-weight", "2", "--retrace-kl", "0.5", *SMALL, *STAGE2_SIZE]
+    stage2_sequence.main([*args, "--steps", "2"])
+    stage2_sequence.main([*args, "--resume"])
+    state = load_state(tmp_path / "s2")
+    assert state["step"] == 4 and any(k.startswith("gru.") for k in state["posterior"])
+    logged = [json.loads(line) for line in (tmp_path / "s2" / "metrics.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in logged] == [1, 2, 3, 4]
+    assert all(entry["g_retrace"] > 0 and entry["g_retrace_latent"] > 0 and entry["g_retrace_kl"] >= 0
+               for entry in logged)
+    meta = load_bundle(tmp_path / "s2" / "actiongen.json").meta["training"]["stage2"]
+    assert (meta["retrace_weight"], meta["retrace_kl"]) == (2.0, 0.5)
+
+
+def test_retrace_terms_learn_to_retrace_a_real_latent_path():
+    torch.manual_seed(0)
+    cfg = ModelConfig(latent_dim=4, decoder_hidden=16, critic_hidden=16, lstm_hidden=16, noise_dim=8)
+    decoder, encoder = PoseDecoder(cfg).eval(), PoseEncoder(cfg).eval()
+    transition, posterior = LatentTransitionGenerator(cfg, decoder), stage2_sequence.NoisePosterior(cfg)
+    # "real" clips the decoder can make: a smooth latent path per clip, decoded
+    cond = torch.eye(10)[torch.randint(10, (16,))]
+    t = torch.linspace(0, 3, 12)[None, :, None]
+    paths = 0.8 * torch.sin(t * torch.rand(16, 1, 4) * 3 + torch.rand(16, 1, 4) * 6)
+    with torch.no_grad():
+        real = decoder(paths, cond[:, None].expand(-1, 12, -1))
+    first = stage2_sequence.retrace_terms(transition, posterior, encoder, real, cond)
+    assert set(first) == {"retrace", "retrace_latent", "retrace_kl"}
+    first["retrace"].backward()
+    assert posterior.gru.weight_ih_l0.grad.abs().sum() > 0 and transition.lstm.weight_ih_l0.grad.abs().sum() > 0
+    assert all(p.grad is None for p in encoder.parameters())
+    optim = torch.optim.Adam([*transition.lstm.parameters(), *transition.to_shift.parameters(),
+                              *posterior.parameters()], lr=1e-2)
+    for _ in range(200):
+        terms = stage2_sequence.retrace_terms(transition, posterior, encoder, real, cond)
+        optim.zero_grad()
+        (terms["retrace"] + 10 * terms["retrace_latent"] + 1e-3 * terms["retrace_kl"]).backward()
+        optim.step()
+    # the posterior finds noise that steers the walk along each clip's path
+    assert terms["retrace"] < 0.5 * first["retrace"] and terms["retrace_latent"] < 0.5 * first["retrace_latent"]
+    assert terms["retrace_kl"] > 0
+    torch.nn.init.zeros_(posterior.to_noise.weight)
+    torch.nn.init.zeros_(posterior.to_noise.bias)  # the prior itself: mean 0, log-variance 0
+    assert stage2_sequence.retrace_terms(transition, posterior, encoder, real, cond)["retrace_kl"] == 0
+
+
 def test_replay_buffer_shows_half_old_fakes_once_filled_and_keeps_the_newest_in_free_slots():
     buffer = stage2_sequence.ReplayBuffer(capacity=6)
     batch = lambda value: (torch.full((4, 3, 2), value), torch.full((4, 5), value))

@@ -22,8 +22,8 @@ from tqdm.auto import tqdm
 from actiongen.checkpoint import Bundle, save_bundle
 from actiongen.data import ClipSampler, load_pose_data, vectors_to_joints
 from actiongen.models import (LATENT_BOUNDARIES, ActionClassifier, LatentTransitionGenerator, ModelConfig,
-                              MotionConvDiscriminator, PoseCritic, PoseDecoder, SequenceDiscriminator,
-                              velocity_and_acceleration)
+                              MotionConvDiscriminator, PoseCritic, PoseDecoder, PoseEncoder, SequenceDiscriminator,
+                              motion_features, per_step, velocity_and_acceleration)
 from actiongen.skeleton import BONES, NUM_JOINTS
 from train.common import (MetricLog, adam_pair, apply_preset, base_parser, check_finite, gradient_penalty,
                           load_state, resume, save_sample_sheet, save_state, setup, snapshot, stage1_dims)
@@ -57,6 +57,10 @@ SMOOTH_WEIGHT, CLASS_WEIGHT = 1e-4, 0.01
 POSE_GP_WEIGHT = 10.0  # the stage-1 critic's gradient penalty
 BONE_PARENTS, BONE_CHILDREN = [b[0] for b in BONES], [b[1] for b in BONES]
 SPECTRUM_BANDS = 6  # 0-8.3 Hz in 1.4 Hz bands at 16.7 fps (a walking step: about 2 Hz)
+# The retrace term's weight on the latent-path error beside the pose error: on the pose error alone the walk
+# ignores its target for hundreds of steps (200 steps on the retrace term alone, with latent feedback: pose
+# error 0.26 without it, 0.04 with it).
+RETRACE_LATENT_WEIGHT = 10.0
 MOTION_TARGET_CLIPS = 8192  # random training clips (~800 per class) behind the motion term's targets
 
 
@@ -103,6 +107,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "and the latent path stay on the real pose distribution (0: off)")
     p.add_argument("--replay", type=int, help="keep this many earlier generated clips and show the clip "
                    "critics half old, half new fakes (0: off)")
+    p.add_argument("--retrace-weight", type=float, default=0.0,
+                   help="weight of the retrace term: a posterior infers the step noise that makes the transition "
+                        "LSTM retrace each real clip's latent path (stage 1's encoder, --recon-weight), and the "
+                        "retraced clip's pose error joins the generator loss (0: off)")
+    p.add_argument("--retrace-kl", type=float, default=0.01,
+                   help="weight of the posterior's KL divergence to the N(0, I) step noise, relative to the "
+                        "retrace term's pose error")
     p.add_argument("--candidate-every", type=int,
                    help="also export a bundle every N iterations into <out>/candidates (for train.select_checkpoint)")
     return apply_preset(p.parse_args(argv), PRESETS)
@@ -244,6 +255,39 @@ class ClipCritics(nn.Module):
         return float(torch.stack([torch.sigmoid(l.detach()).mean() for l in logits]).mean())
 
 
+class NoisePosterior(nn.Module):
+    """q(step noise | a real clip's latent path, class): a bidirectional GRU over [z_t, z_{t+1} - z_t, class]
+    gives each step's noise mean and log-variance. With the transition LSTM as its decoder this is a sequence
+    VAE: the LSTM learns to retrace real latent paths, one foot held while the other swings, which matching
+    the paths' statistics did not teach it (model card, round 14)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.gru = nn.GRU(2 * cfg.latent_dim + cfg.num_classes, cfg.lstm_hidden, batch_first=True,
+                          bidirectional=True)
+        self.to_noise = nn.Linear(2 * cfg.lstm_hidden, 2 * cfg.noise_dim)
+
+    def forward(self, latents: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latents (B, T, d) -> noise mean and log-variance (B, T-1, noise_dim)."""
+        features = torch.cat([motion_features(latents), per_step(cond, latents.shape[1] - 1)], dim=-1)
+        mean, log_var = self.to_noise(self.gru(features)[0]).chunk(2, dim=-1)
+        return mean, log_var.clamp(-8.0, 4.0)
+
+
+def retrace_terms(transition: LatentTransitionGenerator, posterior: NoisePosterior, encoder: PoseEncoder,
+                  real: torch.Tensor, cond: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Real clips retraced by the transition generator from their encoded first latent and posterior noise:
+    the pose error, the latent-path error against the encoded path, and the posterior's KL divergence to
+    N(0, I) (summed over a step's noise, mean over steps)."""
+    with torch.no_grad():
+        latents = encoder(real, per_step(cond, real.shape[1]))
+    mean, log_var = posterior(latents, cond)
+    noise = mean + torch.randn_like(mean) * (0.5 * log_var).exp()
+    retraced, retraced_latents, _ = transition(latents[:, 0], noise, cond)
+    return {"retrace": F.mse_loss(retraced, real), "retrace_latent": F.mse_loss(retraced_latents, latents),
+            "retrace_kl": 0.5 * (mean.square() + log_var.exp() - 1.0 - log_var).sum(dim=-1).mean()}
+
+
 class ReplayBuffer:
     """Generated clips of earlier iterations for the clip critics (Shrivastava et al. 2017). A critic that
     sees only the latest fakes forgets what the generator made before, so the two can chase each other in a
@@ -324,6 +368,17 @@ def main(argv: list[str] | None = None) -> None:
     classifier = ActionClassifier(cfg).to(device)
     critics = ClipCritics(cfg, args.disc).to(device)
     g_params = [p for n, p in transition.named_parameters() if not n.startswith("decoder.")]
+    # The retrace term's posterior trains with the generator; the encoder stays as stage 1 left it.
+    posterior = encoder = None
+    if args.retrace_weight:
+        if "encoder" not in stage1:
+            raise SystemExit(f"error: --retrace-weight needs a stage-1 encoder, and {args.stage1} was trained "
+                             f"without one; train stage 1 with --recon-weight (e.g. 10) or leave --retrace-weight out")
+        encoder = PoseEncoder(cfg).to(device)
+        encoder.load_state_dict(stage1["encoder"])
+        encoder.eval().requires_grad_(False)
+        posterior = NoisePosterior(cfg).to(device)
+        g_params += list(posterior.parameters())
     g_groups = [{"params": g_params + list(classifier.parameters())}]
     if args.decoder_lr > 0:
         g_groups.append({"params": list(decoder.parameters()), "lr": args.decoder_lr})
@@ -342,7 +397,7 @@ def main(argv: list[str] | None = None) -> None:
     replay = ReplayBuffer(args.replay) if args.replay else None
     stateful = {"transition": transition, "classifier": classifier, "discriminator": critics, **optim,
                 **({"ema": ema} if ema else {}), **({"pose_critic": pose_critic} if pose_critic is not None else {}),
-                **({"replay": replay} if replay else {})}
+                **({"replay": replay} if replay else {}), **({"posterior": posterior} if posterior else {})}
     # Drawn before a resume restores the sampler's stream, so a resumed run continues the same batches.
     # The statistic terms: each matches a per-class mean statistic of the generated clips to the real one.
     chosen = [(name, weight, statistic) for name, weight, statistic in (
@@ -414,6 +469,11 @@ def main(argv: list[str] | None = None) -> None:
             if pose_critic is not None:
                 losses["pose"] = -pose_critic(*frame_rows(fake, cond)).mean()
                 losses["total"] = losses["total"] + args.pose_critic_weight * losses["pose"]
+            if posterior is not None:
+                losses.update(retrace_terms(transition, posterior, encoder, real, cond))
+                losses["total"] = losses["total"] + args.retrace_weight * (
+                    losses["retrace"] + RETRACE_LATENT_WEIGHT * losses["retrace_latent"]
+                    + args.retrace_kl * losses["retrace_kl"])
             if args.bone_weight:
                 losses["bone"] = bone_variation(fake, *pose_stats, args.dims)
                 losses["total"] = losses["total"] + args.bone_weight * losses["bone"]
@@ -474,7 +534,8 @@ def bundle_meta(args: argparse.Namespace, data, data_cfg, stage1: dict, device: 
                        "edge_weight": args.edge_weight, "prior_weight": args.prior_weight, "ema": args.ema,
                        "decoder_lr": args.decoder_lr,
                        "bone_weight": args.bone_weight, "pose_critic_weight": args.pose_critic_weight,
-                       "latent_feedback": args.latent_feedback, "replay": args.replay},
+                       "latent_feedback": args.latent_feedback, "replay": args.replay,
+                       "retrace_weight": args.retrace_weight, "retrace_kl": args.retrace_kl},
             "device": str(device), "seed": args.seed,
         },
         "code_version": code_version(),

@@ -110,7 +110,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--retrace-weight", type=float, default=0.0,
                    help="weight of the retrace term: a posterior infers the step noise that makes the transition "
                         "LSTM retrace each real clip's latent path (stage 1's encoder, --recon-weight), and the "
-                        "retraced clip's pose error joins the generator loss (0: off)")
+                        "retraced clip's pose and latent-path errors join the generator loss (0: off); use it with "
+                        "--latent-feedback true: open loop the walk does not learn to follow its target")
     p.add_argument("--retrace-kl", type=float, default=0.01,
                    help="weight of the posterior's KL divergence to the N(0, I) step noise, relative to the "
                         "retrace term's pose error")

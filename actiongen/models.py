@@ -46,6 +46,10 @@ class ModelConfig:
     # The seed's LSTM reads only noise and class, so it emits the same shifts wherever z_0 lies and cannot
     # steer a gait cycle around the decoder's pose manifold; with feedback it also reads z_{t-1}.
     latent_feedback: bool = False
+    # A learnt prior over the step noise (needs latent_feedback): each step's noise is mean + scale * N(0, I),
+    # both read from the LSTM state, z_{t-1} and the class, so sampled noise can carry the structure that the
+    # retrace term's posterior finds in real clips (9-11 nats per step away from N(0, I), model card round 15).
+    noise_prior: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,9 +135,18 @@ class LatentTransitionGenerator(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.decoder = decoder
+        if cfg.noise_prior and not cfg.latent_feedback:
+            raise ValueError("noise_prior reads the walk's position, so it needs latent_feedback")
         feedback = cfg.latent_dim if cfg.latent_feedback else 0
         self.lstm = nn.LSTM(cfg.noise_dim + cfg.num_classes + feedback, cfg.lstm_hidden, batch_first=True)
         self.to_shift = nn.Linear(cfg.lstm_hidden, cfg.latent_dim)
+        self.step_prior = None
+        if cfg.noise_prior:
+            self.step_prior = nn.Sequential(nn.Linear(cfg.lstm_hidden + cfg.num_classes + cfg.latent_dim, 256),
+                                            nn.ReLU(), nn.Linear(256, 2 * cfg.noise_dim))
+            # starts as N(0, I): mean 0, log-variance 0
+            nn.init.zeros_(self.step_prior[-1].weight)
+            nn.init.zeros_(self.step_prior[-1].bias)
 
     def sample_inputs(self, batch: int, frames: int, generator: torch.Generator | None = None,
                       device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,10 +160,10 @@ class LatentTransitionGenerator(nn.Module):
         """Latents (B, T, d) and shifts (B, T-1, d); `class_weights` (B, C) or (B, T, C)."""
         steps = noise.shape[1]
         cw = per_step(class_weights, steps + 1)
-        inputs = torch.cat([noise, cw[:, 1:]], dim=-1)
         if self.cfg.latent_feedback:
-            return self._feedback_path(z0, inputs)
-        hidden, _ = self.lstm(inputs)
+            latents, shifts, _ = self._feedback_path(z0, noise, cw[:, 1:], draws=True)
+            return latents, shifts
+        hidden, _ = self.lstm(torch.cat([noise, cw[:, 1:]], dim=-1))
         shifts = self.to_shift(hidden).clamp(-1.0, 1.0)
         if self.cfg.latent_boundary != "clamp":  # a cumulative sum: one kernel instead of T small ones
             walk = z0[:, None] + shifts.cumsum(dim=1)
@@ -172,16 +185,43 @@ class LatentTransitionGenerator(nn.Module):
             return z.clamp(-1.0, 1.0)
         return fold_into_box(z) if self.cfg.latent_boundary == "reflect" else z
 
-    def _feedback_path(self, z0: torch.Tensor, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The latent walk with z_{t-1} as an LSTM input, one step at a time."""
-        z, state, path, shifts = z0, None, [z0], []
-        for t in range(inputs.shape[1]):
-            hidden, state = self.lstm(torch.cat([inputs[:, t], z], dim=-1)[:, None], state)
+    def _feedback_path(self, z0: torch.Tensor, noise: torch.Tensor, step_weights: torch.Tensor, draws: bool
+                       ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """The latent walk with z_{t-1} as an LSTM input, one step at a time; `step_weights` (B, T-1, C) are the
+        class weights of frames 1..T-1. With the learnt prior, `noise` holds N(0, I) draws that the prior scales
+        and shifts (`draws`) or the noise the LSTM reads as it is (a posterior's), and the prior's mean and
+        log-variance of every step, (B, T-1, noise_dim) each, come back too (else None)."""
+        z, state, path, shifts, prior = z0, None, [z0], [], []
+        for t in range(noise.shape[1]):
+            context = torch.cat([step_weights[:, t], z], dim=-1)
+            step_noise = noise[:, t]
+            if self.step_prior is not None:
+                hidden = state[0][0] if state is not None else z.new_zeros(len(z), self.cfg.lstm_hidden)
+                mean, log_var = self.step_prior(torch.cat([hidden, context], dim=-1)).chunk(2, dim=-1)
+                log_var = log_var.clamp(-8.0, 4.0)
+                prior.append((mean, log_var))
+                if draws:
+                    step_noise = mean + (0.5 * log_var).exp() * step_noise
+            hidden, state = self.lstm(torch.cat([step_noise, context], dim=-1)[:, None], state)
             shift = self.to_shift(hidden[:, 0]).clamp(-1.0, 1.0)
             z = self._step(z, shift)
             path.append(z)
             shifts.append(shift)
-        return torch.stack(path, dim=1), torch.stack(shifts, dim=1)
+        prior_stats = tuple(torch.stack(s, dim=1) for s in zip(*prior)) if prior else None
+        return torch.stack(path, dim=1), torch.stack(shifts, dim=1), prior_stats
+
+    def retrace(self, z0: torch.Tensor, step_noise: torch.Tensor, class_weights: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The walk with `step_noise` (B, T-1, noise_dim) as the LSTM's noise input itself, not as draws for the
+        prior to scale: frames, latents, and the prior's mean and log-variance of each step's noise (zeros for
+        the N(0, I) prior), what a posterior's noise is measured against."""
+        if self.step_prior is None:
+            frames, latents, _ = self(z0, step_noise, class_weights)
+            zeros = torch.zeros_like(step_noise)
+            return frames, latents, zeros, zeros
+        cw = per_step(class_weights, step_noise.shape[1] + 1)
+        latents, _, (mean, log_var) = self._feedback_path(z0, step_noise, cw[:, 1:], draws=False)
+        return self.decoder(latents, cw), latents, mean, log_var
 
     def forward(self, z0: torch.Tensor, noise: torch.Tensor, class_weights: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

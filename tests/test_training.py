@@ -495,21 +495,59 @@ def test_retrace_without_a_stage1_encoder_is_a_clear_error(synthetic_root, stage
                               str(tmp_path), "--retrace-weight", "1", *SMALL, *STAGE2_SIZE])
 
 
-def test_retrace_term_trains_a_posterior_beside_the_generator_and_resumes(synthetic_root, tmp_path):
+def test_noise_prior_without_latent_feedback_is_a_clear_error(synthetic_root, stage1_run, tmp_path):
+    with pytest.raises(SystemExit, match="--noise-prior .* needs --latent-feedback true"):
+        stage2_sequence.main(["--data-root", str(synthetic_root), "--stage1", str(stage1_run), "--out",
+                              str(tmp_path), "--noise-prior", "true", *SMALL, *STAGE2_SIZE])
+    with pytest.raises(ValueError, match="needs latent_feedback"):
+        LatentTransitionGenerator(ModelConfig(noise_prior=True), PoseDecoder(ModelConfig()))
+
+
+@pytest.mark.parametrize("noise_prior", [False, True])
+def test_retrace_term_trains_a_posterior_beside_the_generator_and_resumes(synthetic_root, tmp_path, noise_prior):
     stage1_pose.main(["--data-root", str(synthetic_root), "--out", str(tmp_path / "s1"), "--recon-weight", "10",
                       *SMALL, *STAGE1_SIZE])
     args = ["--data-root", str(synthetic_root), "--stage1", str(tmp_path / "s1"), "--out", str(tmp_path / "s2"),
             "--retrace-weight", "2", "--retrace-kl", "0.5", *SMALL, *STAGE2_SIZE]
+    if noise_prior:
+        args += ["--latent-feedback", "true", "--noise-prior", "true"]
     stage2_sequence.main([*args, "--steps", "2"])
     stage2_sequence.main([*args, "--resume"])
     state = load_state(tmp_path / "s2")
     assert state["step"] == 4 and any(k.startswith("gru.") for k in state["posterior"])
+    assert any(k.startswith("step_prior.") for k in state["transition"]) == noise_prior
     logged = [json.loads(line) for line in (tmp_path / "s2" / "metrics.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in logged] == [1, 2, 3, 4]
     assert all(entry["g_retrace"] > 0 and entry["g_retrace_latent"] > 0 and entry["g_retrace_kl"] >= 0
                for entry in logged)
-    meta = load_bundle(tmp_path / "s2" / "actiongen.json").meta["training"]["stage2"]
-    assert (meta["retrace_weight"], meta["retrace_kl"]) == (2.0, 0.5)
+    bundle = load_bundle(tmp_path / "s2" / "actiongen.json")
+    meta = bundle.meta["training"]["stage2"]
+    assert (meta["retrace_weight"], meta["retrace_kl"], meta["noise_prior"]) == (2.0, 0.5, noise_prior)
+    assert bundle.config.noise_prior == noise_prior
+    clip = Generator.load(tmp_path / "s2" / "actiongen.json").sample("Walking", seed=3)
+    assert clip.joints.shape == (50, 16, 2) and np.isfinite(clip.joints).all()
+
+
+def test_noise_prior_starts_as_standard_normal_and_retrace_follows_the_sampling_path():
+    torch.manual_seed(0)
+    with_prior = ModelConfig(latent_feedback=True, noise_prior=True)
+    gen = LatentTransitionGenerator(with_prior, PoseDecoder(with_prior)).eval()
+    plain = LatentTransitionGenerator(ModelConfig(latent_feedback=True), gen.decoder).eval()
+    plain.load_state_dict({k: v for k, v in gen.state_dict().items() if not k.startswith("step_prior.")})
+    z0, draws = gen.sample_inputs(3, 20)
+    cond = torch.eye(10)[[0, 4, 9]]
+    with torch.no_grad():
+        assert torch.equal(gen(z0, draws, cond)[1], plain(z0, draws, cond)[1])  # untrained: N(0, I) itself
+        torch.nn.init.normal_(gen.step_prior[-1].weight, std=0.2)
+        frames, latents, mean, log_var = gen.retrace(z0, draws, cond)
+        assert mean.shape == log_var.shape == draws.shape and mean.abs().max() > 0.1 and log_var.abs().max() > 0.1
+        # The same walk as sampling with the draws that the prior turns into the noise retrace was given.
+        sampled_frames, sampled_latents, _ = gen(z0, (draws - mean) / (0.5 * log_var).exp(), cond)
+        assert torch.allclose(sampled_latents, latents, atol=1e-5) and torch.allclose(sampled_frames, frames, atol=1e-4)
+        assert not torch.allclose(gen(z0, draws, cond)[1], plain(z0, draws, cond)[1], atol=1e-3)
+        plain_retrace = plain.retrace(z0, draws, cond)
+        assert torch.equal(plain_retrace[1], plain(z0, draws, cond)[1])
+        assert plain_retrace[2].eq(0).all() and plain_retrace[3].eq(0).all()
 
 
 def test_retrace_terms_learn_to_retrace_a_real_latent_path():
@@ -541,6 +579,32 @@ def test_retrace_terms_learn_to_retrace_a_real_latent_path():
     torch.nn.init.zeros_(posterior.to_noise.weight)
     torch.nn.init.zeros_(posterior.to_noise.bias)  # the prior itself: mean 0, log-variance 0
     assert stage2_sequence.retrace_terms(transition, posterior, encoder, real, cond)["retrace_kl"] == 0
+
+
+def test_a_learnt_noise_prior_comes_closer_to_the_posterior_than_standard_normal_noise():
+    torch.manual_seed(0)
+    cfg = ModelConfig(latent_dim=4, decoder_hidden=16, critic_hidden=16, lstm_hidden=16, noise_dim=8,
+                      latent_feedback=True, noise_prior=True)
+    decoder, encoder = PoseDecoder(cfg).eval(), PoseEncoder(cfg).eval()
+    transition, posterior = LatentTransitionGenerator(cfg, decoder), stage2_sequence.NoisePosterior(cfg)
+    cond = torch.eye(10)[torch.randint(10, (16,))]
+    t = torch.linspace(0, 3, 12)[None, :, None]
+    with torch.no_grad():
+        real = decoder(0.8 * torch.sin(t * 2 + torch.rand(16, 1, 4) * 6), cond[:, None].expand(-1, 12, -1))
+    optim = torch.optim.Adam([p for n, p in transition.named_parameters() if not n.startswith("decoder.")]
+                             + list(posterior.parameters()), lr=1e-2)
+    for _ in range(150):
+        terms = stage2_sequence.retrace_terms(transition, posterior, encoder, real, cond)
+        optim.zero_grad()
+        (terms["retrace"] + 10 * terms["retrace_latent"] + 0.1 * terms["retrace_kl"]).backward()
+        optim.step()
+    assert transition.step_prior[-1].weight.abs().max() > 0  # the KL trains the prior
+    with torch.no_grad():
+        mean, log_var = posterior(encoder(real, cond[:, None].expand(-1, 12, -1)), cond)
+        to_standard = 0.5 * (mean.square() + log_var.exp() - 1.0 - log_var).sum(dim=-1).mean()
+        torch.manual_seed(1)
+        to_learnt = stage2_sequence.retrace_terms(transition, posterior, encoder, real, cond)["retrace_kl"]
+    assert to_learnt < 0.5 * to_standard
 
 
 def test_replay_buffer_shows_half_old_fakes_once_filled_and_keeps_the_newest_in_free_slots():

@@ -115,6 +115,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--retrace-kl", type=float, default=0.01,
                    help="weight of the posterior's KL divergence to the N(0, I) step noise, relative to the "
                         "retrace term's pose error")
+    p.add_argument("--noise-prior", type=yes_or_no, default=False,
+                   help="learn a prior over the step noise from the LSTM state, the walk's position and the class "
+                        "(needs --latent-feedback true); with --retrace-weight the posterior's KL is taken to it, so "
+                        "sampled noise can follow the structure the posterior finds in real clips")
     p.add_argument("--candidate-every", type=int,
                    help="also export a bundle every N iterations into <out>/candidates (for train.select_checkpoint)")
     return apply_preset(p.parse_args(argv), PRESETS)
@@ -279,15 +283,16 @@ class NoisePosterior(nn.Module):
 def retrace_terms(transition: LatentTransitionGenerator, posterior: NoisePosterior, encoder: PoseEncoder,
                   real: torch.Tensor, cond: torch.Tensor) -> dict[str, torch.Tensor]:
     """Real clips retraced by the transition generator from their encoded first latent and posterior noise:
-    the pose error, the latent-path error against the encoded path, and the posterior's KL divergence to
-    N(0, I) (summed over a step's noise, mean over steps)."""
+    the pose error, the latent-path error against the encoded path, and the posterior's KL divergence to the
+    step noise's prior, N(0, I) or the learnt one (summed over a step's noise, mean over steps)."""
     with torch.no_grad():
         latents = encoder(real, per_step(cond, real.shape[1]))
     mean, log_var = posterior(latents, cond)
     noise = mean + torch.randn_like(mean) * (0.5 * log_var).exp()
-    retraced, retraced_latents, _ = transition(latents[:, 0], noise, cond)
+    retraced, retraced_latents, prior_mean, prior_log_var = transition.retrace(latents[:, 0], noise, cond)
+    kl = 0.5 * (prior_log_var - log_var + (log_var.exp() + (mean - prior_mean).square()) / prior_log_var.exp() - 1.0)
     return {"retrace": F.mse_loss(retraced, real), "retrace_latent": F.mse_loss(retraced_latents, latents),
-            "retrace_kl": 0.5 * (mean.square() + log_var.exp() - 1.0 - log_var).sum(dim=-1).mean()}
+            "retrace_kl": kl.sum(dim=-1).mean()}
 
 
 class ReplayBuffer:
@@ -356,11 +361,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.bone_weight and args.dims != 3:
         raise SystemExit("error: --bone-weight applies to 3D models only (in a 2D view bones change length as "
                          "the person turns); this stage-1 decoder is 2D, so leave it out or give --bone-weight 0")
+    if args.noise_prior and not args.latent_feedback:
+        raise SystemExit("error: --noise-prior reads the walk's position, so it needs --latent-feedback true")
     device, data_cfg = setup(args)
     data = load_pose_data(data_cfg)
     sampler = ClipSampler(data, "train", seed=args.seed)
     cfg = replace(ModelConfig.from_dict(stage1["model"]), head=args.head, latent_boundary=args.latent_boundary,
-                  latent_feedback=args.latent_feedback,
+                  latent_feedback=args.latent_feedback, noise_prior=args.noise_prior,
                   clip_frames=data_cfg.clip_frames, lstm_hidden=args.lstm_hidden, head_hidden=args.head_hidden)
     decoder = PoseDecoder(cfg)
     decoder.load_state_dict(stage1["decoder"])
@@ -537,7 +544,8 @@ def bundle_meta(args: argparse.Namespace, data, data_cfg, stage1: dict, device: 
                        "decoder_lr": args.decoder_lr,
                        "bone_weight": args.bone_weight, "pose_critic_weight": args.pose_critic_weight,
                        "latent_feedback": args.latent_feedback, "replay": args.replay,
-                       "retrace_weight": args.retrace_weight, "retrace_kl": args.retrace_kl},
+                       "retrace_weight": args.retrace_weight, "retrace_kl": args.retrace_kl,
+                       "noise_prior": args.noise_prior},
             "device": str(device), "seed": args.seed,
         },
         "code_version": code_version(),

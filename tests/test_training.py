@@ -457,16 +457,21 @@ def test_bone_variation_is_zero_for_a_rigid_skeleton_and_the_cv_of_a_stretching_
     assert cv == pytest.approx(sample_cv / len(BONES), rel=1e-3)
 
 
-def test_replay_smaller_than_a_batch_is_a_clear_error(synthetic_root, stage1_run, tmp_path):
-    with pytest.raises(SystemExit, match=r"--replay .* must be 0 \(off\) or at least the batch size \(8\); got 5"):
+@pytest.mark.parametrize("option, message", [
+    (["--replay", "5"], r"--replay .* must be 0 \(off\) or at least the batch size \(8\); got 5"),
+    (["--bone-weight", "1"], "--bone-weight applies to 3D models only"),
+    (["--retrace-weight", "1"], "--retrace-weight needs a stage-1 encoder.*--recon-weight"),  # stage 1 without one
+    (["--noise-prior", "true"], "--noise-prior .* needs --latent-feedback true"),
+])
+def test_stage2_option_misuse_is_a_clear_error(synthetic_root, stage1_run, tmp_path, option, message):
+    with pytest.raises(SystemExit, match=message):
         stage2_sequence.main(["--data-root", str(synthetic_root), "--stage1", str(stage1_run), "--out",
-                              str(tmp_path), "--replay", "5", *SMALL, *STAGE2_SIZE])
+                              str(tmp_path), *option, *SMALL, *STAGE2_SIZE])
 
 
-def test_bone_weight_on_a_2d_decoder_is_a_clear_error(synthetic_root, stage1_run, tmp_path):
-    with pytest.raises(SystemExit, match="--bone-weight applies to 3D models only"):
-        stage2_sequence.main(["--data-root", str(synthetic_root), "--stage1", str(stage1_run), "--out",
-                              str(tmp_path), "--bone-weight", "1", *SMALL, *STAGE2_SIZE])
+def test_a_noise_prior_without_latent_feedback_is_a_clear_error():
+    with pytest.raises(ValueError, match="needs latent_feedback"):
+        LatentTransitionGenerator(ModelConfig(noise_prior=True), PoseDecoder(ModelConfig()))
 
 
 @pytest.mark.parametrize("disc", ["lstm", "conv", "both"])
@@ -487,20 +492,6 @@ def test_stage2_trains_with_each_discriminator_and_the_realism_terms(synthetic_r
     assert bundle.config.latent_feedback == bundle.meta["training"]["stage2"]["latent_feedback"] == (disc == "both")
     clip = Generator.load(out / "actiongen.json").sample("Walking", seed=3)
     assert clip.joints.shape == (50, 16, 2) and np.isfinite(clip.joints).all()
-
-
-def test_retrace_without_a_stage1_encoder_is_a_clear_error(synthetic_root, stage1_run, tmp_path):
-    with pytest.raises(SystemExit, match="--retrace-weight needs a stage-1 encoder.*--recon-weight"):
-        stage2_sequence.main(["--data-root", str(synthetic_root), "--stage1", str(stage1_run), "--out",
-                              str(tmp_path), "--retrace-weight", "1", *SMALL, *STAGE2_SIZE])
-
-
-def test_noise_prior_without_latent_feedback_is_a_clear_error(synthetic_root, stage1_run, tmp_path):
-    with pytest.raises(SystemExit, match="--noise-prior .* needs --latent-feedback true"):
-        stage2_sequence.main(["--data-root", str(synthetic_root), "--stage1", str(stage1_run), "--out",
-                              str(tmp_path), "--noise-prior", "true", *SMALL, *STAGE2_SIZE])
-    with pytest.raises(ValueError, match="needs latent_feedback"):
-        LatentTransitionGenerator(ModelConfig(noise_prior=True), PoseDecoder(ModelConfig()))
 
 
 @pytest.mark.parametrize("noise_prior", [False, True])

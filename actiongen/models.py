@@ -142,8 +142,9 @@ class LatentTransitionGenerator(nn.Module):
         self.to_shift = nn.Linear(cfg.lstm_hidden, cfg.latent_dim)
         self.step_prior = None
         if cfg.noise_prior:
-            self.step_prior = nn.Sequential(nn.Linear(cfg.lstm_hidden + cfg.num_classes + cfg.latent_dim, 256),
-                                            nn.ReLU(), nn.Linear(256, 2 * cfg.noise_dim))
+            self.step_prior = nn.Sequential(nn.Linear(cfg.lstm_hidden + cfg.num_classes + cfg.latent_dim,
+                                                      cfg.lstm_hidden),
+                                            nn.ReLU(), nn.Linear(cfg.lstm_hidden, 2 * cfg.noise_dim))
             # starts as N(0, I): mean 0, log-variance 0
             nn.init.zeros_(self.step_prior[-1].weight)
             nn.init.zeros_(self.step_prior[-1].bias)
@@ -196,8 +197,8 @@ class LatentTransitionGenerator(nn.Module):
             context = torch.cat([step_weights[:, t], z], dim=-1)
             step_noise = noise[:, t]
             if self.step_prior is not None:
-                hidden = state[0][0] if state is not None else z.new_zeros(len(z), self.cfg.lstm_hidden)
-                mean, log_var = self.step_prior(torch.cat([hidden, context], dim=-1)).chunk(2, dim=-1)
+                previous = state[0][0] if state is not None else z.new_zeros(len(z), self.cfg.lstm_hidden)
+                mean, log_var = self.step_prior(torch.cat([previous, context], dim=-1)).chunk(2, dim=-1)
                 log_var = log_var.clamp(-8.0, 4.0)
                 prior.append((mean, log_var))
                 if draws:

@@ -113,8 +113,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "retraced clip's pose and latent-path errors join the generator loss (0: off); use it with "
                         "--latent-feedback true: open loop the walk does not learn to follow its target")
     p.add_argument("--retrace-kl", type=float, default=0.01,
-                   help="weight of the posterior's KL divergence to the N(0, I) step noise, relative to the "
-                        "retrace term's pose error")
+                   help="weight of the posterior's KL divergence to the step noise's prior (N(0, I), or the "
+                        "learnt one of --noise-prior), relative to the retrace term's pose error")
     p.add_argument("--noise-prior", type=yes_or_no, default=False,
                    help="learn a prior over the step noise from the LSTM state, the walk's position and the class "
                         "(needs --latent-feedback true); with --retrace-weight the posterior's KL is taken to it, so "

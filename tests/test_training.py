@@ -541,29 +541,41 @@ def test_noise_prior_starts_as_standard_normal_and_retrace_follows_the_sampling_
         assert plain_retrace[2].eq(0).all() and plain_retrace[3].eq(0).all()
 
 
-def test_retrace_terms_learn_to_retrace_a_real_latent_path():
+def _tiny_retrace_setup(**config) -> tuple:
+    """A tiny transition generator, posterior and encoder, and 16 "real" clips the decoder can make: a smooth
+    latent path per clip, decoded."""
     torch.manual_seed(0)
-    cfg = ModelConfig(latent_dim=4, decoder_hidden=16, critic_hidden=16, lstm_hidden=16, noise_dim=8)
+    cfg = ModelConfig(latent_dim=4, decoder_hidden=16, critic_hidden=16, lstm_hidden=16, noise_dim=8, **config)
     decoder, encoder = PoseDecoder(cfg).eval(), PoseEncoder(cfg).eval()
     transition, posterior = LatentTransitionGenerator(cfg, decoder), stage2_sequence.NoisePosterior(cfg)
-    # "real" clips the decoder can make: a smooth latent path per clip, decoded
     cond = torch.eye(10)[torch.randint(10, (16,))]
     t = torch.linspace(0, 3, 12)[None, :, None]
     paths = 0.8 * torch.sin(t * torch.rand(16, 1, 4) * 3 + torch.rand(16, 1, 4) * 6)
     with torch.no_grad():
         real = decoder(paths, cond[:, None].expand(-1, 12, -1))
+    return transition, posterior, encoder, real, cond
+
+
+def _train_retrace(transition, posterior, encoder, real, cond, steps: int, kl_weight: float) -> dict:
+    """Adam on the retrace term alone (the transition's own weights and the posterior); the last step's terms."""
+    optim = torch.optim.Adam([p for n, p in transition.named_parameters() if not n.startswith("decoder.")]
+                             + list(posterior.parameters()), lr=1e-2)
+    for _ in range(steps):
+        terms = stage2_sequence.retrace_terms(transition, posterior, encoder, real, cond)
+        optim.zero_grad()
+        (terms["retrace"] + 10 * terms["retrace_latent"] + kl_weight * terms["retrace_kl"]).backward()
+        optim.step()
+    return terms
+
+
+def test_retrace_terms_learn_to_retrace_a_real_latent_path():
+    transition, posterior, encoder, real, cond = _tiny_retrace_setup()
     first = stage2_sequence.retrace_terms(transition, posterior, encoder, real, cond)
     assert set(first) == {"retrace", "retrace_latent", "retrace_kl"}
     first["retrace"].backward()
     assert posterior.gru.weight_ih_l0.grad.abs().sum() > 0 and transition.lstm.weight_ih_l0.grad.abs().sum() > 0
     assert all(p.grad is None for p in encoder.parameters())
-    optim = torch.optim.Adam([*transition.lstm.parameters(), *transition.to_shift.parameters(),
-                              *posterior.parameters()], lr=1e-2)
-    for _ in range(200):
-        terms = stage2_sequence.retrace_terms(transition, posterior, encoder, real, cond)
-        optim.zero_grad()
-        (terms["retrace"] + 10 * terms["retrace_latent"] + 1e-3 * terms["retrace_kl"]).backward()
-        optim.step()
+    terms = _train_retrace(transition, posterior, encoder, real, cond, steps=200, kl_weight=1e-3)
     # the posterior finds noise that steers the walk along each clip's path
     assert terms["retrace"] < 0.5 * first["retrace"] and terms["retrace_latent"] < 0.5 * first["retrace_latent"]
     assert terms["retrace_kl"] > 0
@@ -573,22 +585,8 @@ def test_retrace_terms_learn_to_retrace_a_real_latent_path():
 
 
 def test_a_learnt_noise_prior_comes_closer_to_the_posterior_than_standard_normal_noise():
-    torch.manual_seed(0)
-    cfg = ModelConfig(latent_dim=4, decoder_hidden=16, critic_hidden=16, lstm_hidden=16, noise_dim=8,
-                      latent_feedback=True, noise_prior=True)
-    decoder, encoder = PoseDecoder(cfg).eval(), PoseEncoder(cfg).eval()
-    transition, posterior = LatentTransitionGenerator(cfg, decoder), stage2_sequence.NoisePosterior(cfg)
-    cond = torch.eye(10)[torch.randint(10, (16,))]
-    t = torch.linspace(0, 3, 12)[None, :, None]
-    with torch.no_grad():
-        real = decoder(0.8 * torch.sin(t * 2 + torch.rand(16, 1, 4) * 6), cond[:, None].expand(-1, 12, -1))
-    optim = torch.optim.Adam([p for n, p in transition.named_parameters() if not n.startswith("decoder.")]
-                             + list(posterior.parameters()), lr=1e-2)
-    for _ in range(150):
-        terms = stage2_sequence.retrace_terms(transition, posterior, encoder, real, cond)
-        optim.zero_grad()
-        (terms["retrace"] + 10 * terms["retrace_latent"] + 0.1 * terms["retrace_kl"]).backward()
-        optim.step()
+    transition, posterior, encoder, real, cond = _tiny_retrace_setup(latent_feedback=True, noise_prior=True)
+    _train_retrace(transition, posterior, encoder, real, cond, steps=150, kl_weight=0.1)
     assert transition.step_prior[-1].weight.abs().max() > 0  # the KL trains the prior
     with torch.no_grad():
         mean, log_var = posterior(encoder(real, cond[:, None].expand(-1, 12, -1)), cond)

@@ -462,6 +462,8 @@ def test_bone_variation_is_zero_for_a_rigid_skeleton_and_the_cv_of_a_stretching_
     (["--bone-weight", "1"], "--bone-weight applies to 3D models only"),
     (["--retrace-weight", "1"], "--retrace-weight needs a stage-1 encoder.*--recon-weight"),  # stage 1 without one
     (["--noise-prior", "true"], "--noise-prior .* needs --latent-feedback true"),
+    (["--retrace-warmup", "2"], "--retrace-warmup .* needs --retrace-weight"),
+    (["--retrace-weight", "1", "--retrace-warmup", "4"], r"--retrace-warmup must be .* less than --steps \(4\); got 4"),
 ])
 def test_stage2_option_misuse_is_a_clear_error(synthetic_root, stage1_run, tmp_path, option, message):
     with pytest.raises(SystemExit, match=message):
@@ -494,11 +496,19 @@ def test_stage2_trains_with_each_discriminator_and_the_realism_terms(synthetic_r
     assert clip.joints.shape == (50, 16, 2) and np.isfinite(clip.joints).all()
 
 
-@pytest.mark.parametrize("noise_prior", [False, True])
-def test_retrace_term_trains_a_posterior_beside_the_generator_and_resumes(synthetic_root, tmp_path, noise_prior):
-    stage1_pose.main(["--data-root", str(synthetic_root), "--out", str(tmp_path / "s1"), "--recon-weight", "10",
+@pytest.fixture(scope="module")
+def stage1_encoder_run(synthetic_root, tmp_path_factory):
+    """A stage-1 run with an encoder (--recon-weight), what the retrace term needs."""
+    out = tmp_path_factory.mktemp("stage1-encoder")
+    stage1_pose.main(["--data-root", str(synthetic_root), "--out", str(out), "--recon-weight", "10",
                       *SMALL, *STAGE1_SIZE])
-    args = ["--data-root", str(synthetic_root), "--stage1", str(tmp_path / "s1"), "--out", str(tmp_path / "s2"),
+    return out
+
+
+@pytest.mark.parametrize("noise_prior", [False, True])
+def test_retrace_term_trains_a_posterior_beside_the_generator_and_resumes(synthetic_root, stage1_encoder_run,
+                                                                          tmp_path, noise_prior):
+    args = ["--data-root", str(synthetic_root), "--stage1", str(stage1_encoder_run), "--out", str(tmp_path / "s2"),
             "--retrace-weight", "2", "--retrace-kl", "0.5", *SMALL, *STAGE2_SIZE]
     if noise_prior:
         args += ["--latent-feedback", "true", "--noise-prior", "true"]
@@ -517,6 +527,29 @@ def test_retrace_term_trains_a_posterior_beside_the_generator_and_resumes(synthe
     assert bundle.config.noise_prior == noise_prior
     clip = Generator.load(tmp_path / "s2" / "actiongen.json").sample("Walking", seed=3)
     assert clip.joints.shape == (50, 16, 2) and np.isfinite(clip.joints).all()
+
+
+def test_retrace_warmup_trains_the_walk_alone_before_the_critics_start(synthetic_root, stage1_encoder_run, tmp_path,
+                                                                        monkeypatch):
+    saved = {}
+    write = stage2_sequence.save_state
+    monkeypatch.setattr(stage2_sequence, "save_state",
+                        lambda run_dir, state: (saved.__setitem__(state["step"], copy.deepcopy(state)),
+                                                write(run_dir, state)))
+    out = tmp_path / "s2"
+    stage2_sequence.main(["--data-root", str(synthetic_root), "--stage1", str(stage1_encoder_run), "--out", str(out),
+                          "--retrace-weight", "2", "--retrace-warmup", "2", *SMALL, *STAGE2_SIZE])
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [set(entry) - {"step", "time"} for entry in logged[:2]] == [
+        {"g_retrace", "g_retrace_latent", "g_retrace_kl", "g_total"}] * 2
+    assert all({"loss_d", "g_gan", "g_retrace"} <= set(entry) for entry in logged[2:])
+    assert (out / "losses.png").is_file()  # drawn from rows of both phases
+    # At the end of the warm-up the generator has taken steps, the critics and their schedule none.
+    warm = saved[2]
+    assert warm["opt_g"]["state"] and not warm["opt_d"]["state"]
+    assert warm["sched_g"]["last_epoch"] == 0 and saved[4]["sched_g"]["last_epoch"] == 2
+    assert saved[4]["opt_d"]["state"]
+    assert load_bundle(out / "actiongen.json").meta["training"]["stage2"]["retrace_warmup"] == 2
 
 
 def test_noise_prior_starts_as_standard_normal_and_retrace_follows_the_sampling_path():

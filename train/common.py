@@ -175,11 +175,12 @@ class MetricLog:
 
     def plot(self) -> None:
         rows = [json.loads(ln) for ln in self.path.read_text().splitlines() if ln]
-        keys = [k for k in rows[0] if k not in ("step", "time")]
+        # Phases of a run may log different values (stage 2's retrace warm-up has no critic yet).
+        keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in ("step", "time")]
         fig, axes = plt.subplots(len(keys), 1, figsize=(7, 1.8 * len(keys)), sharex=True, squeeze=False)
         steps = [r["step"] for r in rows]
         for ax, key in zip(axes[:, 0], keys):
-            ax.plot(steps, [r[key] for r in rows], lw=0.8)
+            ax.plot(steps, [r.get(key, float("nan")) for r in rows], lw=0.8)
             ax.set_ylabel(key, fontsize=8)
             ax.grid(alpha=0.3)
         axes[-1, 0].set_xlabel("step")

@@ -115,6 +115,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--retrace-kl", type=float, default=0.01,
                    help="weight of the posterior's KL divergence to the step noise's prior (N(0, I), or the "
                         "learnt one of --noise-prior), relative to the retrace term's pose error")
+    p.add_argument("--retrace-warmup", type=int, default=0,
+                   help="train the first N of the --steps iterations on the retrace term alone, before any critic "
+                        "and before the learning-rate schedule starts "
+                        "(needs --retrace-weight): the walk learns real clips' paths first, then the GAN refines it")
     p.add_argument("--noise-prior", type=yes_or_no, default=False,
                    help="learn a prior over the step noise from the LSTM state, the walk's position and the class "
                         "(needs --latent-feedback true); with --retrace-weight the posterior's KL is taken to it, so "
@@ -295,6 +299,11 @@ def retrace_terms(transition: LatentTransitionGenerator, posterior: NoisePosteri
             "retrace_kl": kl.sum(dim=-1).mean()}
 
 
+def retrace_loss(terms: dict[str, torch.Tensor], kl_weight: float) -> torch.Tensor:
+    """The retrace term from `retrace_terms`' parts, before its --retrace-weight."""
+    return terms["retrace"] + RETRACE_LATENT_WEIGHT * terms["retrace_latent"] + kl_weight * terms["retrace_kl"]
+
+
 class ReplayBuffer:
     """Generated clips of earlier iterations for the clip critics (Shrivastava et al. 2017). A critic that
     sees only the latest fakes forgets what the generator made before, so the two can chase each other in a
@@ -363,6 +372,12 @@ def main(argv: list[str] | None = None) -> None:
                          "the person turns); this stage-1 decoder is 2D, so leave it out or give --bone-weight 0")
     if args.noise_prior and not args.latent_feedback:
         raise SystemExit("error: --noise-prior reads the walk's position, so it needs --latent-feedback true")
+    if args.retrace_warmup and not args.retrace_weight:
+        raise SystemExit("error: --retrace-warmup trains on the retrace term alone, so it needs --retrace-weight "
+                         "(e.g. 2)")
+    if not 0 <= args.retrace_warmup < args.steps:
+        raise SystemExit(f"error: --retrace-warmup must be at least 0 and less than --steps ({args.steps}); "
+                         f"got {args.retrace_warmup}")
     device, data_cfg = setup(args)
     data = load_pose_data(data_cfg)
     sampler = ClipSampler(data, "train", seed=args.seed)
@@ -435,10 +450,42 @@ def main(argv: list[str] | None = None) -> None:
 
     t0 = time.time()
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="stage 2", dynamic_ncols=True)
+
+    def end_of_step(done: int, values: dict[str, float], summary: str) -> None:
+        """Log, checkpoint, export a candidate and draw samples on their schedules."""
+        if done % args.log_every == 0 or done == args.steps:
+            check_finite(done, values)
+            log.append(done, values)
+            bar.set_postfix_str(summary)
+        if done % args.checkpoint_every == 0 or done == args.steps:
+            save_state(args.out, snapshot(2, done, elapsed + time.time() - t0, args, stateful, sampler.rng,
+                                          model=cfg.to_dict()))
+        if args.candidate_every and done % args.candidate_every == 0:
+            export(f"{args.out}/candidates/step_{done:06d}.json", done, (elapsed + time.time() - t0) / 60)
+        if done % args.sample_every == 0 or done == args.steps:
+            log.plot()
+            with torch.no_grad():
+                rows = [(name, vectors_to_joints(generate(F.one_hot(torch.full((4,), c), cfg.num_classes).float()
+                                                          .to(device))[0], data.stats))
+                        for c, name in enumerate(data_cfg.actions)]
+            save_sample_sheet(f"{args.out}/samples_{done:06d}.png", rows)
+
     for step in bar:
         real, labels = sampler.clips(args.batch)
         real, labels = real.to(device), labels.to(device)
         cond = F.one_hot(labels, cfg.num_classes).float()
+
+        if step < args.retrace_warmup:
+            losses = retrace_terms(transition, posterior, encoder, real, cond)
+            losses["total"] = retrace_loss(losses, args.retrace_kl)
+            opt_g.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            opt_g.step()
+            if ema:
+                ema.update_parameters(transition)
+            values = {f"g_{k}": v.item() for k, v in losses.items()}
+            end_of_step(step + 1, values, f"retrace {values['g_retrace']:.3f}")
+            continue
 
         with torch.no_grad():
             fake = generate(cond)[0]
@@ -480,9 +527,7 @@ def main(argv: list[str] | None = None) -> None:
                 losses["total"] = losses["total"] + args.pose_critic_weight * losses["pose"]
             if posterior is not None:
                 losses.update(retrace_terms(transition, posterior, encoder, real, cond))
-                losses["total"] = losses["total"] + args.retrace_weight * (
-                    losses["retrace"] + RETRACE_LATENT_WEIGHT * losses["retrace_latent"]
-                    + args.retrace_kl * losses["retrace_kl"])
+                losses["total"] = losses["total"] + args.retrace_weight * retrace_loss(losses, args.retrace_kl)
             if args.bone_weight:
                 losses["bone"] = bone_variation(fake, *pose_stats, args.dims)
                 losses["total"] = losses["total"] + args.bone_weight * losses["bone"]
@@ -494,36 +539,22 @@ def main(argv: list[str] | None = None) -> None:
         sched_g.step()
         sched_d.step()
 
-        done = step + 1
-        if done % args.log_every == 0 or done == args.steps:
-            values = {"loss_d": loss_d.item(), **{f"g_{k}": v.item() for k, v in losses.items()},
-                      "ce_real": ce_real.item(), "ce_fake": ce_fake.item(),
-                      "acc_real": (logits_real.argmax(1) == labels).float().mean().item(),
-                      "acc_fake": (logits_fake.argmax(1) == labels).float().mean().item(),
-                      "d_real": critics.probability(d_real), "d_fake": critics.probability(d_fake),
-                      **({"pose_wasserstein": wasserstein.item()} if pose_critic is not None else {}),
-                      "at_edge": (latents.detach().abs() > 0.99).float().mean().item(),
-                      "lr": sched_g.get_last_lr()[0]}
-            check_finite(done, values)
-            log.append(done, values)
-            bar.set_postfix(d=f"{values['loss_d']:.3f}", g=f"{values['g_gan']:.3f}", acc=f"{values['acc_fake']:.2f}")
-        if done % args.checkpoint_every == 0 or done == args.steps:
-            save_state(args.out, snapshot(2, done, elapsed + time.time() - t0, args, stateful, sampler.rng,
-                                          model=cfg.to_dict()))
-        if args.candidate_every and done % args.candidate_every == 0:
-            export(f"{args.out}/candidates/step_{done:06d}.json", done, (elapsed + time.time() - t0) / 60)
-        if done % args.sample_every == 0 or done == args.steps:
-            log.plot()
-            with torch.no_grad():
-                rows = [(name, vectors_to_joints(generate(F.one_hot(torch.full((4,), c), cfg.num_classes).float()
-                                                          .to(device))[0], data.stats))
-                        for c, name in enumerate(data_cfg.actions)]
-            save_sample_sheet(f"{args.out}/samples_{done:06d}.png", rows)
+        values = {"loss_d": loss_d.item(), **{f"g_{k}": v.item() for k, v in losses.items()},
+                  "ce_real": ce_real.item(), "ce_fake": ce_fake.item(),
+                  "acc_real": (logits_real.argmax(1) == labels).float().mean().item(),
+                  "acc_fake": (logits_fake.argmax(1) == labels).float().mean().item(),
+                  "d_real": critics.probability(d_real), "d_fake": critics.probability(d_fake),
+                  **({"pose_wasserstein": wasserstein.item()} if pose_critic is not None else {}),
+                  "at_edge": (latents.detach().abs() > 0.99).float().mean().item(),
+                  "lr": sched_g.get_last_lr()[0]}
+        end_of_step(step + 1, values,
+                    f"d {values['loss_d']:.3f} g {values['g_gan']:.3f} acc {values['acc_fake']:.2f}")
     bar.close()
     total = elapsed + time.time() - t0
     print(f"stage 2 done: {args.steps} iterations, {total / 60:.1f} min, state in {args.out}/state.pt")
     for target in filter(None, [f"{args.out}/actiongen.json", args.export]):
         export(target, args.steps, total / 60)
+
 
 
 def bundle_meta(args: argparse.Namespace, data, data_cfg, stage1: dict, device: torch.device, steps: int,
@@ -545,6 +576,7 @@ def bundle_meta(args: argparse.Namespace, data, data_cfg, stage1: dict, device: 
                        "bone_weight": args.bone_weight, "pose_critic_weight": args.pose_critic_weight,
                        "latent_feedback": args.latent_feedback, "replay": args.replay,
                        "retrace_weight": args.retrace_weight, "retrace_kl": args.retrace_kl,
+                       "retrace_warmup": args.retrace_warmup,
                        "noise_prior": args.noise_prior},
             "device": str(device), "seed": args.seed,
         },

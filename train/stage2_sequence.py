@@ -116,9 +116,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="weight of the posterior's KL divergence to the step noise's prior (N(0, I), or the "
                         "learnt one of --noise-prior), relative to the retrace term's pose error")
     p.add_argument("--retrace-warmup", type=int, default=0,
-                   help="train the first N of the --steps iterations on the retrace term alone, before any critic "
-                        "and before the learning-rate schedule starts "
-                        "(needs --retrace-weight): the walk learns real clips' paths first, then the GAN refines it")
+                   help="train the first N of the --steps iterations on the retrace term alone (needs "
+                        "--retrace-weight), before any critic and before the learning-rate schedule starts: the "
+                        "walk learns real clips' paths first, then the GAN refines it")
     p.add_argument("--noise-prior", type=yes_or_no, default=False,
                    help="learn a prior over the step noise from the LSTM state, the walk's position and the class "
                         "(needs --latent-feedback true); with --retrace-weight the posterior's KL is taken to it, so "
@@ -451,9 +451,11 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.time()
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="stage 2", dynamic_ncols=True)
 
-    def end_of_step(done: int, values: dict[str, float], summary: str) -> None:
-        """Log, checkpoint, export a candidate and draw samples on their schedules."""
+    def end_of_step(done: int, measure: Callable[[], tuple[dict[str, float], str]]) -> None:
+        """Log (`measure` gives the values and the progress bar's summary; called only on logging steps, as
+        reading values synchronises a GPU), checkpoint, export a candidate and draw samples on their schedules."""
         if done % args.log_every == 0 or done == args.steps:
+            values, summary = measure()
             check_finite(done, values)
             log.append(done, values)
             bar.set_postfix_str(summary)
@@ -483,8 +485,8 @@ def main(argv: list[str] | None = None) -> None:
             opt_g.step()
             if ema:
                 ema.update_parameters(transition)
-            values = {f"g_{k}": v.item() for k, v in losses.items()}
-            end_of_step(step + 1, values, f"retrace {values['g_retrace']:.3f}")
+            end_of_step(step + 1, lambda: ({f"g_{k}": v.item() for k, v in losses.items()},
+                                           f"retrace {losses['retrace'].item():.3f}"))
             continue
 
         with torch.no_grad():
@@ -539,22 +541,23 @@ def main(argv: list[str] | None = None) -> None:
         sched_g.step()
         sched_d.step()
 
-        values = {"loss_d": loss_d.item(), **{f"g_{k}": v.item() for k, v in losses.items()},
-                  "ce_real": ce_real.item(), "ce_fake": ce_fake.item(),
-                  "acc_real": (logits_real.argmax(1) == labels).float().mean().item(),
-                  "acc_fake": (logits_fake.argmax(1) == labels).float().mean().item(),
-                  "d_real": critics.probability(d_real), "d_fake": critics.probability(d_fake),
-                  **({"pose_wasserstein": wasserstein.item()} if pose_critic is not None else {}),
-                  "at_edge": (latents.detach().abs() > 0.99).float().mean().item(),
-                  "lr": sched_g.get_last_lr()[0]}
-        end_of_step(step + 1, values,
-                    f"d {values['loss_d']:.3f} g {values['g_gan']:.3f} acc {values['acc_fake']:.2f}")
+        def measure() -> tuple[dict[str, float], str]:
+            values = {"loss_d": loss_d.item(), **{f"g_{k}": v.item() for k, v in losses.items()},
+                      "ce_real": ce_real.item(), "ce_fake": ce_fake.item(),
+                      "acc_real": (logits_real.argmax(1) == labels).float().mean().item(),
+                      "acc_fake": (logits_fake.argmax(1) == labels).float().mean().item(),
+                      "d_real": critics.probability(d_real), "d_fake": critics.probability(d_fake),
+                      **({"pose_wasserstein": wasserstein.item()} if pose_critic is not None else {}),
+                      "at_edge": (latents.detach().abs() > 0.99).float().mean().item(),
+                      "lr": sched_g.get_last_lr()[0]}
+            return values, f"d {values['loss_d']:.3f} g {values['g_gan']:.3f} acc {values['acc_fake']:.2f}"
+
+        end_of_step(step + 1, measure)
     bar.close()
     total = elapsed + time.time() - t0
     print(f"stage 2 done: {args.steps} iterations, {total / 60:.1f} min, state in {args.out}/state.pt")
     for target in filter(None, [f"{args.out}/actiongen.json", args.export]):
         export(target, args.steps, total / 60)
-
 
 
 def bundle_meta(args: argparse.Namespace, data, data_cfg, stage1: dict, device: torch.device, steps: int,

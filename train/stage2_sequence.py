@@ -451,6 +451,14 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.time()
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="stage 2", dynamic_ncols=True)
 
+    def generator_update(loss: torch.Tensor) -> None:
+        """One step of the generator's optimiser on `loss`, and of its moving average."""
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_g.step()
+        if ema:
+            ema.update_parameters(transition)
+
     def end_of_step(done: int, measure: Callable[[], tuple[dict[str, float], str]]) -> None:
         """Log (`measure` gives the values and the progress bar's summary; called only on logging steps, as
         reading values synchronises a GPU), checkpoint, export a candidate and draw samples on their schedules."""
@@ -480,11 +488,7 @@ def main(argv: list[str] | None = None) -> None:
         if step < args.retrace_warmup:
             losses = retrace_terms(transition, posterior, encoder, real, cond)
             losses["total"] = retrace_loss(losses, args.retrace_kl)
-            opt_g.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            opt_g.step()
-            if ema:
-                ema.update_parameters(transition)
+            generator_update(losses["total"])
             end_of_step(step + 1, lambda: ({f"g_{k}": v.item() for k, v in losses.items()},
                                            f"retrace {losses['retrace'].item():.3f}"))
             continue
@@ -533,11 +537,7 @@ def main(argv: list[str] | None = None) -> None:
             if args.bone_weight:
                 losses["bone"] = bone_variation(fake, *pose_stats, args.dims)
                 losses["total"] = losses["total"] + args.bone_weight * losses["bone"]
-            opt_g.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            opt_g.step()
-            if ema:
-                ema.update_parameters(transition)
+            generator_update(losses["total"])
         sched_g.step()
         sched_d.step()
 

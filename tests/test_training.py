@@ -465,9 +465,6 @@ def test_bone_variation_is_zero_for_a_rigid_skeleton_and_the_cv_of_a_stretching_
     (["--noise-prior", "true"], "--noise-prior .* needs --latent-feedback true"),
     (["--retrace-warmup", "2"], "--retrace-warmup .* needs --retrace-weight"),
     (["--retrace-weight", "1", "--retrace-warmup", "4"], r"--retrace-warmup must be .* less than --steps \(4\); got 4"),
-    (["--warmup-statistics", "true"], "--warmup-statistics .* needs --retrace-warmup"),
-    (["--retrace-weight", "1", "--retrace-warmup", "2", "--warmup-statistics", "true", "--motion-weight", "0"],
-     "--warmup-statistics .* needs --retrace-warmup and a --motion-weight"),
 ])
 def test_stage2_option_misuse_is_a_clear_error(synthetic_root, stage1_run, tmp_path, option, message):
     with pytest.raises(SystemExit, match=message):
@@ -607,23 +604,6 @@ def test_stage2_fits_the_start_prior_to_encoded_real_frames_and_the_bundle_keeps
     assert not torch.allclose(walking_mean, bundle.transition.start_mean[ACTIONS.index("Sitting")], atol=0.1)
     clip = Generator.load(out / "actiongen.json").sample("Walking", seed=3)
     assert clip.joints.shape == (50, 16, 2) and np.isfinite(clip.joints).all()
-
-
-def test_warmup_statistics_add_the_motion_term_of_sampled_walks_to_the_retrace_warmup(synthetic_root,
-                                                                                     stage1_encoder_run, tmp_path):
-    out = tmp_path / "s2"
-    stage2_sequence.main(["--data-root", str(synthetic_root), "--stage1", str(stage1_encoder_run), "--out", str(out),
-                          "--retrace-weight", "2", "--retrace-kl", "0.5", "--retrace-warmup", "2",
-                          "--warmup-statistics", "true", "--motion-weight", "3", *SMALL, *STAGE2_SIZE])
-    warmup = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][:2]
-    for entry in warmup:
-        assert set(entry) - {"step", "time"} == {"g_retrace", "g_retrace_latent", "g_retrace_kl", "g_motion",
-                                                  "g_total"}
-        retrace = entry["g_retrace"] + stage2_sequence.RETRACE_LATENT_WEIGHT * entry["g_retrace_latent"] \
-            + 0.5 * entry["g_retrace_kl"]
-        assert entry["g_motion"] > 0
-        assert entry["g_total"] == pytest.approx(2 * retrace + 3 * entry["g_motion"], rel=1e-5)
-    assert load_bundle(out / "actiongen.json").meta["training"]["stage2"]["warmup_statistics"] is True
 
 
 def test_noise_prior_starts_as_standard_normal_and_retrace_follows_the_sampling_path():

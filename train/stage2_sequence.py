@@ -120,10 +120,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="train the first N of the --steps iterations on the retrace term alone (needs "
                         "--retrace-weight), before any critic and before the learning-rate schedule starts: the "
                         "walk learns real clips' paths first, then the GAN refines it")
-    p.add_argument("--warmup-statistics", type=yes_or_no, default=False,
-                   help="during --retrace-warmup also train on the statistic terms (--motion-weight, "
-                        "--spectrum-weight, --coupling-weight) of clips sampled from the noise prior, so that sampled "
-                        "walks, not only retraced ones, learn real limb speeds before the critics start")
     p.add_argument("--noise-prior", type=yes_or_no, default=False,
                    help="learn a prior over the step noise from the LSTM state, the walk's position and the class "
                         "(needs --latent-feedback true); with --retrace-weight the posterior's KL is taken to it, so "
@@ -397,10 +393,6 @@ def main(argv: list[str] | None = None) -> None:
     if not 0 <= args.retrace_warmup < args.steps:
         raise SystemExit(f"error: --retrace-warmup must be at least 0 and less than --steps ({args.steps}); "
                          f"got {args.retrace_warmup}")
-    if args.warmup_statistics and not (args.retrace_warmup and (args.motion_weight or args.spectrum_weight
-                                                                 or args.coupling_weight)):
-        raise SystemExit("error: --warmup-statistics adds the statistic terms to the retrace warm-up, so it needs "
-                         "--retrace-warmup and a --motion-weight, --spectrum-weight or --coupling-weight above 0")
     device, data_cfg = setup(args)
     data = load_pose_data(data_cfg)
     sampler = ClipSampler(data, "train", seed=args.seed)
@@ -482,12 +474,6 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.time()
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="stage 2", dynamic_ncols=True)
 
-    def add_statistic_terms(losses: dict[str, torch.Tensor], fake: torch.Tensor, labels: torch.Tensor) -> None:
-        """The statistic terms of generated clips, each added to the loss with its weight."""
-        for name, (weight, statistic, target) in statistic_terms.items():
-            losses[name] = motion_loss(fake, labels, target, statistic)
-            losses["total"] = losses["total"] + weight * losses[name]
-
     def generator_update(loss: torch.Tensor) -> None:
         """One step of the generator's optimiser on `loss`, and of its moving average."""
         opt_g.zero_grad(set_to_none=True)
@@ -524,9 +510,7 @@ def main(argv: list[str] | None = None) -> None:
 
         if step < args.retrace_warmup:
             losses = retrace_terms(transition, posterior, encoder, real, cond)
-            losses["total"] = args.retrace_weight * retrace_loss(losses, args.retrace_kl)
-            if args.warmup_statistics:
-                add_statistic_terms(losses, generate(cond)[0], labels)
+            losses["total"] = retrace_loss(losses, args.retrace_kl)
             generator_update(losses["total"])
             end_of_step(step + 1, lambda: ({f"g_{k}": v.item() for k, v in losses.items()},
                                            f"retrace {losses['retrace'].item():.3f}"))
@@ -558,7 +542,9 @@ def main(argv: list[str] | None = None) -> None:
             ce_fake = F.cross_entropy(logits_fake, labels)
             losses = generator_loss(critics.loss(critics(fake, cond), 1.0), fake, shifts, ce_real, ce_fake,
                                     args.shift_weight, args.shift_per_clip)
-            add_statistic_terms(losses, fake, labels)
+            for name, (weight, statistic, target) in statistic_terms.items():
+                losses[name] = motion_loss(fake, labels, target, statistic)
+                losses["total"] = losses["total"] + weight * losses[name]
             if args.edge_weight:
                 losses["edge"] = edge_penalty(latents)
                 losses["total"] = losses["total"] + args.edge_weight * losses["edge"]
@@ -616,7 +602,7 @@ def bundle_meta(args: argparse.Namespace, data, data_cfg, stage1: dict, device: 
                        "bone_weight": args.bone_weight, "pose_critic_weight": args.pose_critic_weight,
                        "latent_feedback": args.latent_feedback, "replay": args.replay,
                        "retrace_weight": args.retrace_weight, "retrace_kl": args.retrace_kl,
-                       "retrace_warmup": args.retrace_warmup, "warmup_statistics": args.warmup_statistics,
+                       "retrace_warmup": args.retrace_warmup,
                        "noise_prior": args.noise_prior},
             "device": str(device), "seed": args.seed,
         },

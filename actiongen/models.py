@@ -16,7 +16,6 @@ from .skeleton import ACTIONS, POSE_DIM
 
 
 LATENT_BOUNDARIES = ("clamp", "reflect", "none")
-START_PRIORS = ("uniform", "fitted")
 
 
 def fold_into_box(u: torch.Tensor) -> torch.Tensor:
@@ -51,12 +50,6 @@ class ModelConfig:
     # both read from the LSTM state, z_{t-1} and the class, so sampled noise can carry the structure that the
     # retrace term's posterior finds in real clips (9-11 nats per step away from N(0, I), model card round 15).
     noise_prior: bool = False
-    # Where a sampled walk starts: "uniform" on the box (the seed), or "fitted", a per-class Gaussian (in atanh
-    # space, full covariance) fitted in stage 2 to the stage-1 encoder's latents of real frames. Encoded real
-    # poses fill a smaller part of the box (per-dimension spread 0.31 against the uniform's 0.58), and a walk
-    # the retrace term taught on real paths moves like them only from where real paths go: Walking's feet
-    # coupling from a uniform start 1.72x real, from encoded real starts 1.30x (model card, round 18).
-    start_prior: str = "uniform"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,8 +61,6 @@ class ModelConfig:
             d["latent_boundary"] = "clamp" if d.pop("clamp_latent") else "none"
         if d.get("latent_boundary", "clamp") not in LATENT_BOUNDARIES:
             raise ValueError(f"unknown latent_boundary {d['latent_boundary']!r}; valid: {', '.join(LATENT_BOUNDARIES)}")
-        if d.get("start_prior", "uniform") not in START_PRIORS:
-            raise ValueError(f"unknown start_prior {d['start_prior']!r}; valid: {', '.join(START_PRIORS)}")
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:
@@ -137,8 +128,8 @@ def per_step(class_weights: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 class LatentTransitionGenerator(nn.Module):
-    """z_0 ~ U[-1,1]^d (or the fitted start prior); an LSTM reads per-step noise and class weights and emits
-    shifts clipped to [-1,1]; z_t = z_{t-1} + shift_t; every frame is decoded by the (frozen) pose decoder."""
+    """z_0 ~ U[-1,1]^d; an LSTM reads per-step noise and class weights and emits shifts clipped to
+    [-1,1]; z_t = z_{t-1} + shift_t; every frame is decoded by the (frozen) pose decoder."""
 
     def __init__(self, cfg: ModelConfig, decoder: PoseDecoder) -> None:
         super().__init__()
@@ -157,41 +148,10 @@ class LatentTransitionGenerator(nn.Module):
             # starts as N(0, I): mean 0, log-variance 0
             nn.init.zeros_(self.step_prior[-1].weight)
             nn.init.zeros_(self.step_prior[-1].bias)
-        if cfg.start_prior == "fitted":  # N(0, I) in atanh space until fit_start_prior sets them
-            self.register_buffer("start_mean", torch.zeros(cfg.num_classes, cfg.latent_dim))
-            self.register_buffer("start_scale_tril", torch.eye(cfg.latent_dim).repeat(cfg.num_classes, 1, 1))
-
-    def fit_start_prior(self, latents: torch.Tensor, labels: torch.Tensor) -> None:
-        """Fit the "fitted" start prior to latents (N, d) in (-1, 1) of real frames with their class labels (N,):
-        per class, the mean and the Cholesky factor of the covariance of atanh(latent)."""
-        if self.cfg.start_prior != "fitted":
-            raise ValueError(f"this model's start_prior is {self.cfg.start_prior!r}; fitting needs 'fitted'")
-        u = torch.atanh(latents.clamp(-0.999, 0.999))
-        for c in range(self.cfg.num_classes):
-            points = u[labels == c]
-            if len(points) <= self.cfg.latent_dim:
-                raise ValueError(f"class {c} has {len(points)} latents; the start prior needs more than "
-                                 f"{self.cfg.latent_dim}")
-            ridge = 1e-4 * torch.eye(self.cfg.latent_dim, device=u.device)
-            self.start_mean[c] = points.mean(dim=0)
-            self.start_scale_tril[c] = torch.linalg.cholesky(torch.cov(points.T) + ridge)
-
-    def start_latent(self, draw: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
-        """z_0 (B, d) of a sampled walk from its draw (B, d) in [-1, 1] (`sample_inputs`) and the class weights
-        (B, C) or (B, T, C) (the first step's count): the draw itself for the uniform prior; for the fitted one
-        the draw's Gaussian quantiles, coloured by the class-weighted mean and Cholesky factor (a convex mix of
-        Cholesky factors is one too, so blends have a start prior between their classes')."""
-        if self.cfg.start_prior == "uniform":
-            return draw
-        weights = class_weights if class_weights.dim() == 2 else class_weights[:, 0]
-        gaussian = 2 ** 0.5 * torch.erfinv(draw.clamp(-1 + 1e-6, 1 - 1e-6))
-        scale_tril = torch.einsum("bc,cij->bij", weights, self.start_scale_tril)
-        return torch.tanh(weights @ self.start_mean + (scale_tril @ gaussian[..., None])[..., 0])
 
     def sample_inputs(self, batch: int, frames: int, generator: torch.Generator | None = None,
                       device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-        """z_0 draws (B, d) uniform in [-1, 1] (`forward` maps them through the start prior) and step noise
-        (B, T-1, noise_dim) standard normal."""
+        """z_0 (B, d) uniform in [-1, 1] and step noise (B, T-1, noise_dim) standard normal."""
         z0 = torch.rand(batch, self.cfg.latent_dim, generator=generator, device=device) * 2 - 1
         noise = torch.randn(batch, frames - 1, self.cfg.noise_dim, generator=generator, device=device)
         return z0, noise
@@ -253,21 +213,21 @@ class LatentTransitionGenerator(nn.Module):
 
     def retrace(self, z0: torch.Tensor, step_noise: torch.Tensor, class_weights: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The walk from the start latent `z0` itself (no start prior) with `step_noise` (B, T-1, noise_dim) as the
-        LSTM's noise input itself, not as draws for the prior to scale: frames, latents, and the prior's mean and log-variance of each step's noise (zeros for
+        """The walk with `step_noise` (B, T-1, noise_dim) as the LSTM's noise input itself, not as draws for the
+        prior to scale: frames, latents, and the prior's mean and log-variance of each step's noise (zeros for
         the N(0, I) prior), what a posterior's noise is measured against."""
-        cw = per_step(class_weights, step_noise.shape[1] + 1)
         if self.step_prior is None:
-            latents = self.latent_path(z0, step_noise, class_weights)[0]
+            frames, latents, _ = self(z0, step_noise, class_weights)
             zeros = torch.zeros_like(step_noise)
-            return self.decoder(latents, cw), latents, zeros, zeros
+            return frames, latents, zeros, zeros
+        cw = per_step(class_weights, step_noise.shape[1] + 1)
         latents, _, (mean, log_var) = self._feedback_path(z0, step_noise, cw[:, 1:], draws=False)
         return self.decoder(latents, cw), latents, mean, log_var
 
     def forward(self, z0: torch.Tensor, noise: torch.Tensor, class_weights: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Frames (B, T, 30), latents (B, T, d), shifts (B, T-1, d) of the walks from the z_0 draws `z0`."""
-        latents, shifts = self.latent_path(self.start_latent(z0, class_weights), noise, class_weights)
+        """Frames (B, T, 30), latents (B, T, d), shifts (B, T-1, d)."""
+        latents, shifts = self.latent_path(z0, noise, class_weights)
         cw = per_step(class_weights, latents.shape[1])
         return self.decoder(latents, cw), latents, shifts
 

@@ -15,7 +15,7 @@ from actiongen.data import ClipSampler, vectors_to_joints
 from actiongen.generator import Generator
 from actiongen.models import (LatentTransitionGenerator, ModelConfig, PoseCritic, PoseDecoder, PoseEncoder,
                               fold_into_box)
-from actiongen.skeleton import ACTIONS, BONES
+from actiongen.skeleton import BONES
 from train import select_checkpoint, stage1_pose, stage2_sequence
 from train.common import check_finite, gradient_penalty, load_state
 
@@ -461,7 +461,6 @@ def test_bone_variation_is_zero_for_a_rigid_skeleton_and_the_cv_of_a_stretching_
     (["--replay", "5"], r"--replay .* must be 0 \(off\) or at least the batch size \(8\); got 5"),
     (["--bone-weight", "1"], "--bone-weight applies to 3D models only"),
     (["--retrace-weight", "1"], "--retrace-weight needs a stage-1 encoder.*--recon-weight"),  # stage 1 without one
-    (["--start-prior", "fitted"], "--start-prior fitted needs a stage-1 encoder.*--recon-weight"),
     (["--noise-prior", "true"], "--noise-prior .* needs --latent-feedback true"),
     (["--retrace-warmup", "2"], "--retrace-warmup .* needs --retrace-weight"),
     (["--retrace-weight", "1", "--retrace-warmup", "4"], r"--retrace-warmup must be .* less than --steps \(4\); got 4"),
@@ -551,59 +550,6 @@ def test_retrace_warmup_trains_the_walk_alone_before_the_critics_start(synthetic
     assert warm["sched_g"]["last_epoch"] == 0 and saved[4]["sched_g"]["last_epoch"] == 2
     assert saved[4]["opt_d"]["state"]
     assert load_bundle(out / "actiongen.json").meta["training"]["stage2"]["retrace_warmup"] == 2
-
-
-def test_fitted_start_prior_draws_each_classes_encoded_latents_and_blends_them():
-    torch.manual_seed(0)
-    cfg = ModelConfig(latent_dim=4, num_classes=2, start_prior="fitted")
-    gen = LatentTransitionGenerator(cfg, PoseDecoder(cfg)).eval()
-    means = torch.tensor([[0.8, -0.5, 0.0, 0.3], [-0.6, 0.2, 0.4, 0.0]])
-    mixing = torch.tensor([[0.3, 0.0, 0.0, 0.0], [0.2, 0.1, 0.0, 0.0], [0.0, 0.0, 0.2, 0.0], [0.0, 0.0, 0.1, 0.4]])
-    u = torch.cat([means[c] + torch.randn(20_000, 4) @ mixing.T for c in (0, 1)])
-    labels = torch.arange(2).repeat_interleave(20_000)
-    gen.fit_start_prior(torch.tanh(u), labels)
-    draws, _ = gen.sample_inputs(20_000, 2)
-    for c in (0, 1):
-        start = torch.atanh(gen.start_latent(draws, torch.eye(2)[[c] * 20_000]))
-        assert torch.allclose(start.mean(dim=0), means[c], atol=0.02)
-        assert torch.allclose(torch.cov(start.T), mixing @ mixing.T, atol=0.01)
-    halfway = torch.atanh(gen.start_latent(draws, torch.full((20_000, 2), 0.5)))
-    assert torch.allclose(halfway.mean(dim=0), means.mean(dim=0), atol=0.02)
-    with torch.no_grad():  # sampled walks start there, retraced ones from the latent they are given
-        _, latents, _ = gen(draws[:3], torch.randn(3, 5, cfg.noise_dim), torch.eye(2)[[0, 1, 1]])
-        assert torch.equal(latents[:, 0], gen.start_latent(draws[:3], torch.eye(2)[[0, 1, 1]]))
-        assert torch.equal(gen.retrace(draws[:3], torch.randn(3, 5, cfg.noise_dim), torch.eye(2)[[0, 1, 1]])[1][:, 0],
-                           draws[:3])
-    uniform = LatentTransitionGenerator(ModelConfig(latent_dim=4, num_classes=2), PoseDecoder(cfg))
-    assert torch.equal(uniform.start_latent(draws, torch.eye(2)[[0] * 20_000]), draws)
-    with pytest.raises(ValueError, match="start_prior is 'uniform'; fitting needs 'fitted'"):
-        uniform.fit_start_prior(torch.tanh(u), labels)
-    with pytest.raises(ValueError, match="class 1 has 3 latents"):
-        gen.fit_start_prior(torch.tanh(u[:20_003]), labels[:20_003])
-    with pytest.raises(ValueError, match="unknown start_prior 'gaussian'; valid: uniform, fitted"):
-        ModelConfig.from_dict({"start_prior": "gaussian"})
-
-
-def test_stage2_fits_the_start_prior_to_encoded_real_frames_and_the_bundle_keeps_it(synthetic_root, synthetic_data,
-                                                                                   stage1_encoder_run, tmp_path):
-    out = tmp_path / "s2"
-    stage2_sequence.main(["--data-root", str(synthetic_root), "--stage1", str(stage1_encoder_run), "--out", str(out),
-                          "--start-prior", "fitted", *SMALL, *STAGE2_SIZE])
-    bundle = load_bundle(out / "actiongen.json")
-    assert bundle.config.start_prior == "fitted"
-    stage1 = load_state(stage1_encoder_run)
-    encoder = PoseEncoder(bundle.config)
-    encoder.load_state_dict(stage1["encoder"])
-    clips, labels = ClipSampler(synthetic_data, "train", seed=0).clips(2048)
-    walking = clips[labels == ACTIONS.index("Walking")]
-    with torch.no_grad():
-        encoded = torch.atanh(encoder(walking, torch.eye(10)[[ACTIONS.index("Walking")] * len(walking)][:, None]
-                                      .expand(-1, walking.shape[1], -1)).clamp(-0.999, 0.999)).flatten(0, 1)
-    walking_mean = bundle.transition.start_mean[ACTIONS.index("Walking")]
-    assert torch.allclose(walking_mean, encoded.mean(dim=0), atol=0.1)
-    assert not torch.allclose(walking_mean, bundle.transition.start_mean[ACTIONS.index("Sitting")], atol=0.1)
-    clip = Generator.load(out / "actiongen.json").sample("Walking", seed=3)
-    assert clip.joints.shape == (50, 16, 2) and np.isfinite(clip.joints).all()
 
 
 def test_noise_prior_starts_as_standard_normal_and_retrace_follows_the_sampling_path():

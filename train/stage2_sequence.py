@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from actiongen.checkpoint import Bundle, save_bundle
 from actiongen.data import ClipSampler, load_pose_data, vectors_to_joints
-from actiongen.models import (LATENT_BOUNDARIES, START_PRIORS, ActionClassifier, LatentTransitionGenerator, ModelConfig,
+from actiongen.models import (LATENT_BOUNDARIES, ActionClassifier, LatentTransitionGenerator, ModelConfig,
                               MotionConvDiscriminator, PoseCritic, PoseDecoder, PoseEncoder, SequenceDiscriminator,
                               motion_features, per_step, velocity_and_acceleration)
 from actiongen.skeleton import BONES, NUM_JOINTS
@@ -62,7 +62,6 @@ SPECTRUM_BANDS = 6  # 0-8.3 Hz in 1.4 Hz bands at 16.7 fps (a walking step: abou
 # error 0.26 without it, 0.04 with it).
 RETRACE_LATENT_WEIGHT = 10.0
 MOTION_TARGET_CLIPS = 8192  # random training clips (~800 per class) behind the motion term's targets
-START_PRIOR_CLIPS = 4096  # random training clips (~400 per class, 20 000 frames) behind the fitted start prior
 
 
 def yes_or_no(text: str) -> bool:
@@ -124,10 +123,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="learn a prior over the step noise from the LSTM state, the walk's position and the class "
                         "(needs --latent-feedback true); with --retrace-weight the posterior's KL is taken to it, so "
                         "sampled noise can follow the structure the posterior finds in real clips")
-    p.add_argument("--start-prior", choices=START_PRIORS, default="uniform",
-                   help="where sampled walks start: uniform on the latent box (the seed), or fitted, a per-class "
-                        "Gaussian fitted to the stage-1 encoder's latents of real training frames (needs a stage 1 "
-                        "trained with --recon-weight)")
     p.add_argument("--candidate-every", type=int,
                    help="also export a bundle every N iterations into <out>/candidates (for train.select_checkpoint)")
     return apply_preset(p.parse_args(argv), PRESETS)
@@ -304,16 +299,6 @@ def retrace_terms(transition: LatentTransitionGenerator, posterior: NoisePosteri
             "retrace_kl": kl.sum(dim=-1).mean()}
 
 
-def fit_start_prior(transition: LatentTransitionGenerator, encoder: PoseEncoder, clips: torch.Tensor,
-                    labels: torch.Tensor, device: torch.device) -> None:
-    """Fit the transition's start prior to the encoded latents of every frame of real clips (B, T, D): a clip
-    may start anywhere in a motion, so every frame is a possible start."""
-    cond = F.one_hot(labels, transition.cfg.num_classes).float().to(device)
-    with torch.no_grad():
-        latents = encoder(clips.to(device), per_step(cond, clips.shape[1]))
-    transition.fit_start_prior(latents.flatten(0, 1), labels.to(device).repeat_interleave(clips.shape[1]))
-
-
 def retrace_loss(terms: dict[str, torch.Tensor], kl_weight: float) -> torch.Tensor:
     """The retrace term from `retrace_terms`' parts, before its --retrace-weight."""
     return terms["retrace"] + RETRACE_LATENT_WEIGHT * terms["retrace_latent"] + kl_weight * terms["retrace_kl"]
@@ -397,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
     data = load_pose_data(data_cfg)
     sampler = ClipSampler(data, "train", seed=args.seed)
     cfg = replace(ModelConfig.from_dict(stage1["model"]), head=args.head, latent_boundary=args.latent_boundary,
-                  latent_feedback=args.latent_feedback, noise_prior=args.noise_prior, start_prior=args.start_prior,
+                  latent_feedback=args.latent_feedback, noise_prior=args.noise_prior,
                   clip_frames=data_cfg.clip_frames, lstm_hidden=args.lstm_hidden, head_hidden=args.head_hidden)
     decoder = PoseDecoder(cfg)
     decoder.load_state_dict(stage1["decoder"])
@@ -407,23 +392,15 @@ def main(argv: list[str] | None = None) -> None:
     classifier = ActionClassifier(cfg).to(device)
     critics = ClipCritics(cfg, args.disc).to(device)
     g_params = [p for n, p in transition.named_parameters() if not n.startswith("decoder.")]
-    # The retrace term and the fitted start prior read real clips' latents from stage 1's encoder, which stays
-    # as stage 1 left it; the retrace term's posterior trains with the generator.
+    # The retrace term's posterior trains with the generator; the encoder stays as stage 1 left it.
     posterior = encoder = None
-    needs_encoder = [flag for flag, used in (("--retrace-weight", args.retrace_weight),
-                                             ("--start-prior fitted", args.start_prior == "fitted")) if used]
-    if needs_encoder:
+    if args.retrace_weight:
         if "encoder" not in stage1:
-            flags = " and ".join(needs_encoder)
-            raise SystemExit(f"error: {flags} {'need' if len(needs_encoder) > 1 else 'needs'} a stage-1 encoder, "
-                             f"and {args.stage1} was trained without one; train stage 1 with --recon-weight (e.g. "
-                             f"10) or leave {flags} out")
+            raise SystemExit(f"error: --retrace-weight needs a stage-1 encoder, and {args.stage1} was trained "
+                             f"without one; train stage 1 with --recon-weight (e.g. 10) or leave --retrace-weight out")
         encoder = PoseEncoder(cfg).to(device)
         encoder.load_state_dict(stage1["encoder"])
         encoder.eval().requires_grad_(False)
-    if args.start_prior == "fitted":
-        fit_start_prior(transition, encoder, *sampler.clips(START_PRIOR_CLIPS), device)
-    if args.retrace_weight:
         posterior = NoisePosterior(cfg).to(device)
         g_params += list(posterior.parameters())
     g_groups = [{"params": g_params + list(classifier.parameters())}]

@@ -489,8 +489,12 @@ def main(argv: list[str] | None = None) -> None:
             losses = retrace_terms(transition, posterior, encoder, real, cond)
             losses["total"] = retrace_loss(losses, args.retrace_kl)
             generator_update(losses["total"])
-            end_of_step(step + 1, lambda: ({f"g_{k}": v.item() for k, v in losses.items()},
-                                           f"retrace {losses['retrace'].item():.3f}"))
+
+            def measure_warmup() -> tuple[dict[str, float], str]:
+                values = {f"g_{k}": v.item() for k, v in losses.items()}
+                return values, f"retrace {values['g_retrace']:.3f}"
+
+            end_of_step(step + 1, measure_warmup)
             continue
 
         with torch.no_grad():

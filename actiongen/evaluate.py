@@ -253,9 +253,11 @@ def build_rows(data: PoseData, scorer: Scorer, per_class: int, generator=None, p
 
 
 def generate_per_class(generator: Generator, actions: tuple[str, ...], per_class: int, seed: int,
-                       progress: bool, classify: bool = True, fixed_bones: bool = True) -> dict[str, SampleBatch]:
-    """`per_class` generated clips of every action under evaluation seed `seed` (see generation_seeds)."""
-    return {action: generator.sample_many(action, generation_seeds(seed, c, len(actions), per_class),
+                       progress: bool, classify: bool = True, fixed_bones: bool = True,
+                       frames: int = 50) -> dict[str, SampleBatch]:
+    """`per_class` generated clips of `frames` frames of every action under evaluation seed `seed` (see
+    generation_seeds)."""
+    return {action: generator.sample_many(action, generation_seeds(seed, c, len(actions), per_class), frames,
                                           classify=classify, fixed_bones=fixed_bones)
             for c, action in enumerate(tqdm(actions, desc=f"generating (seed {seed})", unit="class",
                                             disable=not progress, leave=False))}

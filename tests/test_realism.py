@@ -257,6 +257,31 @@ def test_evaluate_bundle_reports_the_mmd_when_asked(synthetic_data, random_bundl
     assert result["details"]["mmd"] == {"mmd_avg": result["mmd_avg"], "mmd_seq": result["mmd_seq"]}
 
 
+def test_skip_frames_scores_the_ends_of_longer_samples(synthetic_data, random_bundle_path):
+    from actiongen import evaluate
+    from actiongen.generator import Generator
+    generator, skip = Generator.load(random_bundle_path, device="cpu"), 7
+    real = realism.RealSets.load(synthetic_data)
+    measured = realism.measure_generator(generator, synthetic_data, real, per_class=8, seed=0, progress=False,
+                                         skip_frames=skip)
+    longer = evaluate.generate_per_class(generator, synthetic_data.config.actions, 8, 0, False, classify=False,
+                                         frames=synthetic_data.config.clip_frames + skip)
+    ends = {a: b.joints[:, skip:] for a, b in longer.items()}
+    assert all(j.shape[1] == synthetic_data.config.clip_frames for j in ends.values())
+    assert measured["motion"]["generated"] == realism.motion_statistics(ends)
+    starts = realism.measure_generator(generator, synthetic_data, real, per_class=8, seed=0, progress=False)
+    assert starts["motion"]["generated"] != measured["motion"]["generated"]
+    with pytest.raises(ValueError, match="skip_frames must be a non-negative integer; got -1"):
+        realism.measure_generator(generator, synthetic_data, real, per_class=8, seed=0, progress=False,
+                                  skip_frames=-1)
+
+
+def test_command_rejects_negative_skip_frames(random_bundle_path, capsys):
+    with pytest.raises(SystemExit):
+        realism.parse_args(["--checkpoint", str(random_bundle_path), "--skip-frames", "-3"])
+    assert "--skip-frames must be at least 0; got -3" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- real data
 
 @pytest.fixture(scope="module")

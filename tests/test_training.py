@@ -668,13 +668,19 @@ def test_select_checkpoint_exports_the_candidate_with_the_lowest_c2st(synthetic_
     stage2_sequence.main(["--data-root", str(synthetic_root), "--stage1", str(stage1_run), "--out", str(out),
                           *SMALL, *STAGE2_SIZE, "--steps", "6", "--candidate-every", "2"])
     fake_scores = {"step_000002": 0.9, "step_000004": 0.7, "step_000006": 0.8}
-    monkeypatch.setattr(select_checkpoint, "evaluate_bundle",
-                        lambda path, *args, **kwargs: {"c2st": fake_scores[Path(path).stem]})
+    skipped = []
+
+    def fake_evaluate(path, *args, skip_frames=0, **kwargs):
+        skipped.append(skip_frames)
+        return {"c2st": fake_scores[Path(path).stem]}
+
+    monkeypatch.setattr(select_checkpoint, "evaluate_bundle", fake_evaluate)
     scores = select_checkpoint.main(["--run", str(out), "--export", str(tmp_path / "chosen.json"),
-                                     "--data-root", str(synthetic_root)])
-    assert scores == fake_scores
+                                     "--data-root", str(synthetic_root), "--skip-frames", "20"])
+    assert scores == fake_scores and skipped == [20, 20, 20]
     chosen = load_bundle(tmp_path / "chosen.json")
     assert chosen.meta["training"]["selection"]["chosen"] == "step_000004"
+    assert chosen.meta["training"]["selection"]["skip_frames"] == 20
     assert chosen.meta["training"]["stage2"]["steps"] == 4
     expected = load_bundle(out / "candidates" / "step_000004.json").transition.state_dict()
     assert all(torch.equal(v, expected[k]) for k, v in chosen.transition.state_dict().items())

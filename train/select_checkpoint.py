@@ -34,11 +34,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="only candidates whose MMD_avg and MMD_seq against the training clips are both at most "
                         "this are eligible; where none is, the one with the lowest MMD is chosen")
     p.add_argument("--mmd-per-class", type=int, default=300, help="clips per class for that MMD")
+    p.add_argument("--skip-frames", type=int, default=0,
+                   help="score clips cut from samples this many frames longer (actiongen.realism --skip-frames)")
     args = p.parse_args(argv)
     if args.max_mmd is not None and args.max_mmd <= 0:
         p.error(f"--max-mmd must be positive; got {args.max_mmd}")
     if args.mmd_per_class < 2:
         p.error(f"--mmd-per-class must be at least 2; got {args.mmd_per_class}")
+    if args.skip_frames < 0:
+        p.error(f"--skip-frames must be at least 0; got {args.skip_frames}")
     return args
 
 
@@ -70,13 +74,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     results = {}
     for path in tqdm(candidates, desc="scoring candidates", unit="bundle"):
         results[path.stem] = evaluate_bundle(path, data, per_class=args.per_class, seed=args.seed,
-                                             device=args.device, progress=False, mmd_per_class=mmd_per_class)
+                                             device=args.device, progress=False, mmd_per_class=mmd_per_class,
+                                             skip_frames=args.skip_frames)
         tqdm.write(f"{path.stem}: {summary(results[path.stem])}")
     best, reason = choose(results, args.max_mmd)
     scores = {name: r["c2st"] for name, r in results.items()}
     bundle = load_bundle(Path(args.run, "candidates", f"{best}.json"))
     selection = {"by": f"realism C2ST on a held-out training subject ({reason})", "per_class": args.per_class,
-                 "chosen": best, "c2st": {k: round(v, 4) for k, v in scores.items()}}
+                 "skip_frames": args.skip_frames, "chosen": best,
+                 "c2st": {k: round(v, 4) for k, v in scores.items()}}
     if mmd_per_class is not None:
         selection["mmd_vs_train"] = {k: [round(r["mmd_avg"], 4), round(r["mmd_seq"], 4)]
                                      for k, r in results.items()}

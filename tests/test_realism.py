@@ -7,8 +7,9 @@ import warnings
 import numpy as np
 import pytest
 
-from actiongen import realism
+from actiongen import evaluate, realism
 from actiongen.data import DataConfig, default_data_root, load_pose_data
+from actiongen.generator import Generator
 from actiongen.skeleton import BONES, HIP, JOINT_NAMES, NUM_JOINTS
 
 ACTIONS = ("A", "B", "C")
@@ -258,8 +259,6 @@ def test_evaluate_bundle_reports_the_mmd_when_asked(synthetic_data, random_bundl
 
 
 def test_skip_frames_scores_the_ends_of_longer_samples(synthetic_data, random_bundle_path):
-    from actiongen import evaluate
-    from actiongen.generator import Generator
     generator, skip = Generator.load(random_bundle_path, device="cpu"), 7
     real = realism.RealSets.load(synthetic_data)
     measured = realism.measure_generator(generator, synthetic_data, real, per_class=8, seed=0, progress=False,

@@ -34,7 +34,7 @@ from .data import (ClipDataset, DataConfig, H36MDataError, PoseData, default_dat
                    load_pose_data, vectors_to_joints)
 # The module object, not its names: actiongen.evaluate imports this module in turn.
 from . import evaluate
-from .generator import FPS, Generator
+from .generator import FPS, MAX_FRAMES, Generator, check_int
 from .metrics import paired_subsets
 from .skeleton import BONES, HIP, JOINT_NAMES, NUM_JOINTS
 
@@ -422,8 +422,7 @@ def measure_generator(generator: Generator, data: PoseData, real: RealSets, per_
     `skip_frames` N, each clip is the last clip-length frames of an N frames longer sample: a window from the
     middle of a longer motion, as every real clip is, which the way a sample starts cannot help (model card,
     round 18: a start transient moved a C2ST from 0.76 to 0.61)."""
-    if isinstance(skip_frames, bool) or not isinstance(skip_frames, int) or skip_frames < 0:
-        raise ValueError(f"skip_frames must be a non-negative integer; got {skip_frames!r}")
+    skip_frames = check_int(skip_frames, "skip_frames", 0, MAX_FRAMES - data.config.clip_frames)
     actions = data.config.actions
     batches = evaluate.generate_per_class(generator, actions, per_class, seed, progress, classify=False,
                                           frames=data.config.clip_frames + skip_frames)

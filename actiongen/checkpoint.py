@@ -19,6 +19,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from .data import NormStats
+from .diffusion import LatentPathDiffusion
 from .models import ActionClassifier, LatentTransitionGenerator, ModelConfig, PoseDecoder
 from .skeleton import JOINT_NAMES, SPACE_DIMS, dims_of_pose_dim, pose_dim_of
 
@@ -47,7 +48,7 @@ class Bundle:
     config: ModelConfig
     stats: NormStats
     actions: tuple[str, ...]
-    transition: LatentTransitionGenerator  # holds the pose decoder as `.decoder`
+    transition: LatentTransitionGenerator | LatentPathDiffusion  # holds the pose decoder as `.decoder`
     classifier: ActionClassifier
     meta: dict = field(default_factory=dict)
 
@@ -69,8 +70,10 @@ def default_bundle(model: str) -> Path:
     return DEFAULT_BUNDLES[key]
 
 
-def build_models(cfg: ModelConfig) -> tuple[LatentTransitionGenerator, ActionClassifier]:
-    return LatentTransitionGenerator(cfg, PoseDecoder(cfg)), ActionClassifier(cfg)
+def build_models(cfg: ModelConfig) -> tuple[LatentTransitionGenerator | LatentPathDiffusion, ActionClassifier]:
+    """The transition model the config names (`transition`), around a pose decoder, and the classifier."""
+    kind = LatentPathDiffusion if cfg.transition == "diffusion" else LatentTransitionGenerator
+    return kind(cfg, PoseDecoder(cfg)), ActionClassifier(cfg)
 
 
 def bundle_paths(path: Path | str | None) -> tuple[Path, Path]:

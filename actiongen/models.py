@@ -16,6 +16,9 @@ from .skeleton import ACTIONS, POSE_DIM
 
 
 LATENT_BOUNDARIES = ("clamp", "reflect", "none")
+# Stage 2's model of the latent path: the paper's LSTM walk, or a diffusion model over whole paths
+# (actiongen.diffusion).
+TRANSITIONS = ("lstm", "diffusion")
 
 
 def fold_into_box(u: torch.Tensor) -> torch.Tensor:
@@ -50,6 +53,13 @@ class ModelConfig:
     # both read from the LSTM state, z_{t-1} and the class, so sampled noise can carry the structure that the
     # retrace term's posterior finds in real clips (9-11 nats per step away from N(0, I), model card round 15).
     noise_prior: bool = False
+    transition: str = "lstm"
+    # The diffusion transition's denoiser (width, residual blocks), its noise levels in training and the DDIM
+    # steps of one sample.
+    diffusion_channels: int = 96
+    diffusion_blocks: int = 8
+    diffusion_levels: int = 200
+    diffusion_sample_steps: int = 50
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,6 +71,8 @@ class ModelConfig:
             d["latent_boundary"] = "clamp" if d.pop("clamp_latent") else "none"
         if d.get("latent_boundary", "clamp") not in LATENT_BOUNDARIES:
             raise ValueError(f"unknown latent_boundary {d['latent_boundary']!r}; valid: {', '.join(LATENT_BOUNDARIES)}")
+        if d.get("transition", "lstm") not in TRANSITIONS:
+            raise ValueError(f"unknown transition {d['transition']!r}; valid: {', '.join(TRANSITIONS)}")
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:

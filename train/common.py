@@ -6,6 +6,7 @@ import io
 import json
 import math
 import random
+import subprocess
 import time
 from pathlib import Path
 
@@ -57,6 +58,15 @@ def apply_preset(args: argparse.Namespace, presets: dict[str, dict]) -> argparse
     return args
 
 
+def code_version() -> str:
+    """The git commit the code runs from (with -dirty for uncommitted changes), recorded in every bundle."""
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -83,6 +93,24 @@ def stage1_dims(stage1: dict, requested: int | None) -> int:
         raise SystemExit(f"error: --dims {requested} but the stage-1 decoder was trained on {dims}D poses; "
                          f"leave --dims out or give --dims {dims}")
     return dims
+
+
+def stage1_record(stage1: dict) -> dict:
+    """What a bundle records of the stage-1 run its decoder comes from."""
+    return {"steps": stage1["step"], "minutes": round(stage1["elapsed"] / 60, 2), "preset": stage1["args"]["preset"],
+            "batch": stage1["args"]["batch"],
+            "recon_weight": stage1["args"].get("recon_weight", 0.0)}  # states before the option: none
+
+
+def bundle_meta(data, data_cfg: DataConfig, stage1: dict, device: torch.device, seed: int, stage2: dict) -> dict:
+    """Where a bundle comes from: data settings, both stages' recipes (`stage2` as the stage records it), the
+    device, the seed and the code version."""
+    return {
+        "data": {**data_cfg.provenance(), "mean_hip_depth_mm": data.stats.mean_hip_depth},
+        "training": {"stage1": stage1_record(stage1), "stage2": stage2, "device": str(device), "seed": seed},
+        "code_version": code_version(),
+        "fps": 50.0 / data_cfg.frame_stride,
+    }
 
 
 def gradient_penalty(critic: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, cond: torch.Tensor,

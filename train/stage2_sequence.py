@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +23,9 @@ from actiongen.models import (LATENT_BOUNDARIES, ActionClassifier, LatentTransit
                               MotionConvDiscriminator, PoseCritic, PoseDecoder, PoseEncoder, SequenceDiscriminator,
                               motion_features, per_step, velocity_and_acceleration)
 from actiongen.skeleton import BONES, NUM_JOINTS
-from train.common import (MetricLog, adam_pair, apply_preset, base_parser, check_finite, gradient_penalty,
-                          load_state, resume, save_sample_sheet, save_state, setup, snapshot, stage1_dims)
+from train.common import (MetricLog, adam_pair, apply_preset, base_parser, bundle_meta, check_finite,
+                          gradient_penalty, load_state, resume, save_sample_sheet, save_state, setup, snapshot,
+                          stage1_dims)
 
 # "paper": the seed's recipe (flattened bi-LSTM heads, z free to drift, lr 1e-4 halved every 15k, frozen decoder).
 # "fast": pooled heads (25x fewer head weights, ~3x faster per iteration), z kept in the decoder's
@@ -350,14 +349,6 @@ DISCRIMINATORS = {
 }
 
 
-def code_version() -> str:
-    try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     stage1 = load_state(args.stage1)
@@ -443,8 +434,8 @@ def main(argv: list[str] | None = None) -> None:
     def export(target: str, steps: int, minutes: float) -> None:
         exported = ema.module if ema else transition
         bundle = Bundle(cfg, data.stats, data_cfg.actions, copy.deepcopy(exported).cpu(),
-                        copy.deepcopy(classifier).cpu(), bundle_meta(args, data, data_cfg, stage1, device, steps,
-                                                                     minutes))
+                        copy.deepcopy(classifier).cpu(),
+                        bundle_meta(data, data_cfg, stage1, device, args.seed, stage2_record(args, steps, minutes)))
         json_path, weights_path = save_bundle(target, bundle)
         print(f"bundle written: {json_path} + {weights_path.name}")
 
@@ -564,32 +555,20 @@ def main(argv: list[str] | None = None) -> None:
         export(target, args.steps, total / 60)
 
 
-def bundle_meta(args: argparse.Namespace, data, data_cfg, stage1: dict, device: torch.device, steps: int,
-                minutes: float) -> dict:
-    """Where a bundle comes from: data settings, both stages' recipes and the code version."""
-    return {
-        "data": {**data_cfg.provenance(), "mean_hip_depth_mm": data.stats.mean_hip_depth},
-        "training": {
-            "stage1": {"steps": stage1["step"], "minutes": round(stage1["elapsed"] / 60, 2),
-                       "preset": stage1["args"]["preset"], "batch": stage1["args"]["batch"],
-                       "recon_weight": stage1["args"].get("recon_weight", 0.0)},  # states before the option: none
-            "stage2": {"steps": steps, "minutes": round(minutes, 2), "preset": args.preset,
-                       "batch": args.batch, "lr": args.lr, "lr_d": args.lr_d, "shift_weight": args.shift_weight,
-                       "shift_per_clip": args.shift_per_clip, "disc": args.disc,
-                       "motion_weight": args.motion_weight, "spectrum_weight": args.spectrum_weight,
-                       "coupling_weight": args.coupling_weight,
-                       "edge_weight": args.edge_weight, "prior_weight": args.prior_weight, "ema": args.ema,
-                       "decoder_lr": args.decoder_lr,
-                       "bone_weight": args.bone_weight, "pose_critic_weight": args.pose_critic_weight,
-                       "latent_feedback": args.latent_feedback, "replay": args.replay,
-                       "retrace_weight": args.retrace_weight, "retrace_kl": args.retrace_kl,
-                       "retrace_warmup": args.retrace_warmup,
-                       "noise_prior": args.noise_prior},
-            "device": str(device), "seed": args.seed,
-        },
-        "code_version": code_version(),
-        "fps": 50.0 / data_cfg.frame_stride,
-    }
+def stage2_record(args: argparse.Namespace, steps: int, minutes: float) -> dict:
+    """What a bundle records of this stage's recipe."""
+    return {"steps": steps, "minutes": round(minutes, 2), "preset": args.preset,
+            "batch": args.batch, "lr": args.lr, "lr_d": args.lr_d, "shift_weight": args.shift_weight,
+            "shift_per_clip": args.shift_per_clip, "disc": args.disc,
+            "motion_weight": args.motion_weight, "spectrum_weight": args.spectrum_weight,
+            "coupling_weight": args.coupling_weight,
+            "edge_weight": args.edge_weight, "prior_weight": args.prior_weight, "ema": args.ema,
+            "decoder_lr": args.decoder_lr,
+            "bone_weight": args.bone_weight, "pose_critic_weight": args.pose_critic_weight,
+            "latent_feedback": args.latent_feedback, "replay": args.replay,
+            "retrace_weight": args.retrace_weight, "retrace_kl": args.retrace_kl,
+            "retrace_warmup": args.retrace_warmup,
+            "noise_prior": args.noise_prior}
 
 
 if __name__ == "__main__":

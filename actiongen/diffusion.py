@@ -1,0 +1,151 @@
+"""Stage 2 as a denoising diffusion model over whole latent paths: a class-conditioned 1D-conv network learns
+the distribution of the latent paths that stage 1's encoder gives real clips, and the same frozen pose decoder
+turns a sampled path into frames.
+
+Beside the paper's LSTM walk (models.LatentTransitionGenerator) it keeps the same interface: `sample_inputs`
+draws the inputs of a clip, `forward(z0, noise, class_weights)` gives frames, latents and shifts, so the
+generator, app, evaluation and exports run either. Why it exists: the LSTM walk, trained as a GAN, is told
+from real clips 80 % of the time however it is regularised (model card, rounds 1-19), while the paths the
+encoder finds in real clips decode to clips told from real only at chance; a model fitted to those paths
+directly inherits their motion (round 19: C2ST 0.69 after 28 CPU minutes).
+
+Sampling is deterministic DDIM: all randomness is the starting noise x_T, one d-vector per frame. The
+inputs keep the LSTM walk's form, z_0 uniform in [-1, 1]^d (x_T of frame 0 by its inverse normal CDF) and
+one N(0, I) step-noise vector per later frame, so seeds and interpolation mean the same in both models.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .models import ModelConfig, PoseDecoder, per_step
+
+GROUPS = 8  # GroupNorm groups of every block: diffusion_channels must be a multiple
+DILATIONS = (1, 2, 4, 8)  # repeated over the blocks: two rounds see 61 frames, more than a 50-frame clip
+
+
+def cosine_schedule(levels: int) -> torch.Tensor:
+    """alpha_bar (levels + 1,): the share of signal variance left at each noise level, 1 at level 0 (clean),
+    falling as cos^2 (Nichol and Dhariwal 2021), floored so the last level keeps a trace of signal."""
+    s = torch.linspace(0, 1, levels + 1, dtype=torch.float64)
+    alpha_bar = torch.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
+    return (alpha_bar / alpha_bar[0]).clamp(1e-5, 1.0).float()
+
+
+class PathBlock(nn.Module):
+    """Residual block: a dilated conv over time, then a conv, each after GroupNorm and SiLU; the noise level
+    (per clip) and each frame's class weights scale and shift the features. Both enter linearly, as one
+    embedding of level and class would, but the class part maps 10 weights per frame, not a whole embedding:
+    half the cost of an iteration."""
+
+    def __init__(self, channels: int, num_classes: int, dilation: int) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.GroupNorm(GROUPS, channels), nn.GroupNorm(GROUPS, channels)
+        self.conv1 = nn.Conv1d(channels, channels, 3, padding=dilation, dilation=dilation)
+        self.conv2 = nn.Conv1d(channels, channels, 3, padding=1)
+        self.film_level = nn.Linear(channels, 2 * channels)
+        self.film_class = nn.Linear(num_classes, 2 * channels, bias=False)
+
+    def forward(self, h: torch.Tensor, level: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
+        film = self.film_level(level)[:, :, None] + self.film_class(class_weights).transpose(1, 2)
+        scale, shift = film.chunk(2, dim=1)
+        y = self.norm2(self.conv1(F.silu(self.norm1(h))))
+        return h + self.conv2(F.silu(y * (1 + scale) + shift))
+
+
+class LatentPathDenoiser(nn.Module):
+    """(noisy normalised path (B, d, T), noise level (B,), class weights (B, T, C)) -> v-prediction (B, d, T)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        ch = cfg.diffusion_channels
+        self.channels, self.levels = ch, cfg.diffusion_levels
+        self.inp = nn.Conv1d(cfg.latent_dim, ch, 3, padding=1)
+        self.level_mlp = nn.Sequential(nn.Linear(ch, ch), nn.SiLU(), nn.Linear(ch, ch))
+        self.blocks = nn.ModuleList(PathBlock(ch, cfg.num_classes, DILATIONS[i % len(DILATIONS)])
+                                    for i in range(cfg.diffusion_blocks))
+        self.out = nn.Conv1d(ch, cfg.latent_dim, 3, padding=1)
+
+    def level_features(self, level: torch.Tensor) -> torch.Tensor:
+        """Sinusoidal features of the noise level, on a 0-1000 scale whatever the number of levels."""
+        half = self.channels // 2
+        freqs = torch.exp(-math.log(1000.0) * torch.arange(half, device=level.device) / half)
+        angle = level.float()[:, None] * (1000.0 / self.levels) * freqs[None]
+        return torch.cat([angle.sin(), angle.cos()], dim=1)
+
+    def forward(self, x: torch.Tensor, level: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
+        level = self.level_mlp(self.level_features(level))
+        h = self.inp(x)
+        for block in self.blocks:
+            h = block(h, level, class_weights)
+        return self.out(F.silu(h))
+
+
+class LatentPathDiffusion(nn.Module):
+    """The diffusion transition model: a denoiser over latent paths standardised per latent dimension
+    (`path_mean`, `path_std`: statistics of the encoder's paths of real clips), sampled with DDIM in
+    `diffusion_sample_steps` steps, decoded frame by frame by the pose decoder."""
+
+    def __init__(self, cfg: ModelConfig, decoder: PoseDecoder) -> None:
+        super().__init__()
+        if cfg.diffusion_channels % GROUPS:
+            raise ValueError(f"diffusion_channels must be a multiple of {GROUPS}; got {cfg.diffusion_channels}")
+        if cfg.diffusion_sample_steps > cfg.diffusion_levels:
+            raise ValueError(f"diffusion_sample_steps ({cfg.diffusion_sample_steps}) must be at most "
+                             f"diffusion_levels ({cfg.diffusion_levels})")
+        self.cfg = cfg
+        self.decoder = decoder
+        self.denoiser = LatentPathDenoiser(cfg)
+        self.register_buffer("path_mean", torch.zeros(cfg.latent_dim))
+        self.register_buffer("path_std", torch.ones(cfg.latent_dim))
+        self.register_buffer("alpha_bar", cosine_schedule(cfg.diffusion_levels), persistent=False)
+
+    def set_path_statistics(self, latents: torch.Tensor) -> None:
+        """Standardise paths by the per-dimension mean and spread of `latents` (B, T, d), real clips' paths;
+        a dimension the encoder hardly uses keeps a floor of spread, so its noise is not blown up."""
+        self.path_mean.copy_(latents.mean(dim=(0, 1)))
+        self.path_std.copy_(latents.std(dim=(0, 1)).clamp(min=0.05))
+
+    def sample_inputs(self, batch: int, frames: int, generator: torch.Generator | None = None,
+                      device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """z_0 (B, d) uniform in [-1, 1] and step noise (B, T-1, d) standard normal, in this order."""
+        d = self.cfg.latent_dim
+        z0 = torch.rand(batch, d, generator=generator, device=device) * 2 - 1
+        noise = torch.randn(batch, frames - 1, d, generator=generator, device=device)
+        return z0, noise
+
+    def training_loss(self, latents: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
+        """Mean squared error of the v-prediction at a random noise level per path; `latents` (B, T, d) are real
+        clips' paths, `class_weights` (B, C) or (B, T, C). Random numbers come from torch's global generator."""
+        x0 = ((latents - self.path_mean) / self.path_std).transpose(1, 2)
+        level = torch.randint(1, self.cfg.diffusion_levels + 1, (len(x0),), device=x0.device)
+        a = self.alpha_bar[level][:, None, None]
+        eps = torch.randn_like(x0)
+        v_target = a.sqrt() * eps - (1 - a).sqrt() * x0
+        cw = per_step(class_weights, latents.shape[1])
+        return F.mse_loss(self.denoiser(a.sqrt() * x0 + (1 - a).sqrt() * eps, level, cw), v_target)
+
+    def latent_path(self, z0: torch.Tensor, noise: torch.Tensor, class_weights: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latents (B, T, d) in [-1, 1] and shifts (B, T-1, d) by DDIM from the inputs' starting noise."""
+        first = math.sqrt(2.0) * torch.erfinv(z0.clamp(-1 + 1e-6, 1 - 1e-6))
+        x = torch.cat([first[:, None], noise], dim=1).transpose(1, 2)
+        cw = per_step(class_weights, x.shape[2])
+        grid = torch.linspace(self.cfg.diffusion_levels, 0, self.cfg.diffusion_sample_steps + 1).round().long()
+        for level, level_next in zip(grid[:-1].tolist(), grid[1:].tolist()):
+            a, a_next = self.alpha_bar[level], self.alpha_bar[level_next]
+            v = self.denoiser(x, torch.full((len(x),), level, device=x.device), cw)
+            x0 = a.sqrt() * x - (1 - a).sqrt() * v
+            eps = (1 - a).sqrt() * x + a.sqrt() * v
+            x = a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
+        latents = (x.transpose(1, 2) * self.path_std + self.path_mean).clamp(-1.0, 1.0)
+        return latents, latents[:, 1:] - latents[:, :-1]
+
+    def forward(self, z0: torch.Tensor, noise: torch.Tensor, class_weights: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Frames (B, T, pose_dim), latents (B, T, d), shifts (B, T-1, d)."""
+        latents, shifts = self.latent_path(z0, noise, class_weights)
+        return self.decoder(latents, per_step(class_weights, latents.shape[1])), latents, shifts

@@ -1,0 +1,191 @@
+"""The diffusion transition model (actiongen.diffusion) and its training stage (train.stage2_diffusion)."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from actiongen.checkpoint import CheckpointError, load_bundle, save_bundle
+from actiongen.diffusion import LatentPathDiffusion, cosine_schedule
+from actiongen.generator import Generator
+from actiongen.models import ModelConfig, PoseDecoder
+from synthetic_h36m import random_bundle
+from train import stage1_pose, stage2_diffusion
+from train.common import load_state
+
+TINY = ModelConfig(latent_dim=4, decoder_hidden=16, critic_hidden=16, transition="diffusion", diffusion_channels=16,
+                   diffusion_blocks=2, diffusion_levels=20, diffusion_sample_steps=5)
+SUBJECTS = ["--train-subjects", "1", "5", "--test-subjects", "11"]
+SMALL = ["--batch", "8", "--log-every", "1", "--checkpoint-every", "2", "--sample-every", "4"]
+TINY_DENOISER = ["--channels", "16", "--blocks", "2", "--levels", "20", "--sample-steps", "4"]
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("ACTIONGEN_CACHE", str(tmp_path_factory.getbasetemp() / "train-cache"))
+
+
+def tiny_model(seed: int = 0) -> LatentPathDiffusion:
+    torch.manual_seed(seed)
+    return LatentPathDiffusion(TINY, PoseDecoder(TINY)).eval()
+
+
+def one_hot(labels: list[int]) -> torch.Tensor:
+    return F.one_hot(torch.tensor(labels), TINY.num_classes).float()
+
+
+def test_noise_schedule_runs_from_clean_to_almost_pure_noise():
+    alpha_bar = cosine_schedule(200)
+    assert alpha_bar.shape == (201,) and alpha_bar[0] == 1.0
+    assert (alpha_bar[1:] < alpha_bar[:-1]).all() and alpha_bar[-1] < 1e-3
+
+
+@pytest.mark.parametrize("frames", [2, 50, 73])
+def test_samples_are_paths_in_the_decoders_box_for_any_length(frames):
+    model = tiny_model()
+    z0, noise = model.sample_inputs(3, frames, torch.Generator().manual_seed(0))
+    assert z0.shape == (3, 4) and noise.shape == (3, frames - 1, 4) and z0.abs().max() <= 1
+    with torch.no_grad():
+        poses, latents, shifts = model(z0, noise, one_hot([0, 4, 9]))
+    assert poses.shape == (3, frames, TINY.pose_dim) and torch.isfinite(poses).all()
+    assert latents.shape == (3, frames, 4) and latents.abs().max() <= 1
+    assert torch.allclose(shifts, latents[:, 1:] - latents[:, :-1])
+
+
+def test_sampling_is_deterministic_and_each_row_depends_only_on_its_inputs():
+    model = tiny_model()
+    z0, noise = model.sample_inputs(2, 30, torch.Generator().manual_seed(1))
+    cw = one_hot([2, 7])
+    with torch.no_grad():
+        both = model(z0, noise, cw)[1]
+        again = model(z0, noise, cw)[1]
+        first = model(z0[:1], noise[:1], cw[:1])[1]
+        other_start = model(-z0, noise, cw)[1]
+    assert torch.equal(both, again)
+    assert torch.allclose(both[:1], first, atol=1e-5)
+    assert not torch.allclose(both, other_start, atol=1e-3)
+
+
+def test_class_weights_may_be_per_clip_or_per_frame():
+    model = tiny_model()
+    z0, noise = model.sample_inputs(1, 40, torch.Generator().manual_seed(2))
+    walking = one_hot([9])
+    changing = walking[:, None].repeat(1, 40, 1)
+    changing[:, 20:] = one_hot([4])
+    with torch.no_grad():
+        per_clip = model(z0, noise, walking)[1]
+        per_frame_same = model(z0, noise, walking[:, None].expand(-1, 40, -1))[1]
+        per_frame_changing = model(z0, noise, changing)[1]
+    assert torch.allclose(per_clip, per_frame_same, atol=1e-6)
+    assert not torch.allclose(per_clip[:, 20:], per_frame_changing[:, 20:], atol=1e-3)
+
+
+def test_training_learns_each_classs_paths():
+    """Class 0's real paths sit at +0.5 in every latent dimension, class 1's at -0.5: after a short fit the samples
+    of each class are where its paths are, so the training loss and the sampler agree on what is predicted."""
+    model = tiny_model()
+    model.set_path_statistics(torch.tensor([0.5, -0.5])[:, None, None].expand(2, 20, 4))
+    optimizer = torch.optim.Adam(model.denoiser.parameters(), lr=3e-3)
+    labels = torch.arange(32) % 2
+    paths = (0.5 - labels.float())[:, None, None].expand(-1, 20, 4) + 0.02 * torch.randn(32, 20, 4)
+    model.train()
+    losses = []
+    for _ in range(300):
+        loss = model.training_loss(paths, one_hot(labels.tolist()))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    model.eval()
+    assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:20])
+    z0, noise = model.sample_inputs(16, 20, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        latents = model(z0, noise, one_hot([0] * 8 + [1] * 8))[1]
+    assert latents[:8].mean() > 0.3 and latents[8:].mean() < -0.3
+
+
+def test_config_names_the_valid_transitions_and_checks_the_sampler():
+    with pytest.raises(ValueError, match="unknown transition 'gru'; valid: lstm, diffusion"):
+        ModelConfig.from_dict({"transition": "gru"})
+    with pytest.raises(ValueError, match=r"diffusion_sample_steps \(30\) must be at most diffusion_levels \(20\)"):
+        LatentPathDiffusion(replace(TINY, diffusion_sample_steps=30), PoseDecoder(TINY))
+    with pytest.raises(ValueError, match="diffusion_channels must be a multiple of 8; got 12"):
+        LatentPathDiffusion(replace(TINY, diffusion_channels=12), PoseDecoder(TINY))
+
+
+def test_a_diffusion_bundle_round_trips_and_generates_through_the_generator(synthetic_data, tmp_path):
+    bundle = random_bundle(synthetic_data.stats, replace(TINY, pose_dim=synthetic_data.stats.pose_dim))
+    bundle.transition.set_path_statistics(torch.rand(8, 10, 4) * 0.6 - 0.3)
+    json_path, _ = save_bundle(tmp_path / "d.json", bundle)
+    loaded = load_bundle(json_path)
+    assert isinstance(loaded.transition, LatentPathDiffusion) and loaded.config.transition == "diffusion"
+    assert torch.equal(loaded.transition.path_std, bundle.transition.path_std)
+    generator = Generator(loaded)
+    clip = generator.sample("Walking", seed=5, frames=60)
+    assert clip.joints.shape == (60, 16, 2) and np.isfinite(clip.joints).all()
+    other_weights = Generator(random_bundle(synthetic_data.stats, bundle.config, seed=1))
+    assert not np.allclose(other_weights.sample("Walking", seed=5, frames=60).joints, clip.joints)
+    assert np.allclose(generator.sample("Walking", seed=5, frames=60).joints, clip.joints)
+    blend = generator.sample({"Walking": 0.5, "Phoning": 0.5}, seed=5, to_action="Sitting", transition=(10, 40),
+                             seed_b=6, alpha=0.5)
+    assert np.isfinite(blend.joints).all()
+    batch = generator.sample_many(["Walking", "Eating"], [5, 8], frames=60)
+    assert np.allclose(batch.joints[0], clip.joints, atol=1e-3)
+
+
+def test_a_bundle_with_an_unknown_transition_is_refused_with_the_valid_ones(synthetic_data, tmp_path):
+    json_path, _ = save_bundle(tmp_path / "d.json", random_bundle(synthetic_data.stats, replace(
+        TINY, pose_dim=synthetic_data.stats.pose_dim)))
+    doc = json.loads(json_path.read_text())
+    doc["model"]["transition"] = "transformer"
+    json_path.write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match="unknown transition 'transformer'; valid: lstm, diffusion"):
+        load_bundle(json_path)
+
+
+@pytest.fixture(scope="module")
+def stage1_encoder_run(synthetic_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("stage1-encoder")
+    stage1_pose.main(["--data-root", str(synthetic_root), "--out", str(out), "--recon-weight", "10", "--steps", "4",
+                      "--hidden", "64", "--latent-dim", "6", *SMALL, *SUBJECTS])
+    return out
+
+
+def test_stage2_diffusion_trains_resumes_and_exports_a_bundle_that_generates(synthetic_root, stage1_encoder_run,
+                                                                              tmp_path):
+    common = ["--data-root", str(synthetic_root), "--stage1", str(stage1_encoder_run), *SMALL, *SUBJECTS,
+              *TINY_DENOISER]
+    stage2_diffusion.main([*common, "--out", str(tmp_path / "straight"), "--steps", "4"])
+    stage2_diffusion.main([*common, "--out", str(tmp_path / "split"), "--steps", "2"])
+    stage2_diffusion.main([*common, "--out", str(tmp_path / "split"), "--steps", "4", "--resume"])
+    straight, split = load_state(tmp_path / "straight"), load_state(tmp_path / "split")
+    assert straight["step"] == split["step"] == 4
+    for key in ("transition", "classifier"):
+        for name, value in straight[key].items():
+            assert torch.equal(value, split[key][name]), f"{key}.{name}"
+    logged = [json.loads(line) for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in logged] == [1, 2, 3, 4] and all(row["path_loss"] > 0 for row in logged)
+    assert (tmp_path / "straight" / "samples_000004.png").stat().st_size > 0
+    stage1 = load_state(stage1_encoder_run)
+    bundle = load_bundle(tmp_path / "straight" / "actiongen.json")
+    assert bundle.config.transition == "diffusion" and bundle.config.latent_dim == 6
+    assert bundle.meta["training"]["stage2"]["transition"] == "diffusion"
+    for name, value in stage1["decoder"].items():  # the decoder is stage 1's, untouched
+        assert torch.equal(bundle.transition.decoder.state_dict()[name], value)
+    clip = Generator.load(tmp_path / "straight" / "actiongen.json").sample("Walking", seed=3)
+    assert clip.joints.shape == (50, 16, 2) and np.isfinite(clip.joints).all()
+
+
+def test_stage2_diffusion_refuses_a_stage1_without_encoder_and_the_paper_preset(synthetic_root, tmp_path):
+    stage1_pose.main(["--data-root", str(synthetic_root), "--out", str(tmp_path / "s1"), "--steps", "2",
+                      "--hidden", "64", *SMALL, *SUBJECTS])
+    common = ["--data-root", str(synthetic_root), "--stage1", str(tmp_path / "s1"), "--out", str(tmp_path / "s2"),
+              "--steps", "2", *SMALL, *SUBJECTS]
+    with pytest.raises(SystemExit, match="trained without one; train stage 1 with --recon-weight"):
+        stage2_diffusion.main(common)
+    with pytest.raises(SystemExit, match="only the fast preset"):
+        stage2_diffusion.main([*common, "--preset", "paper"])

@@ -1,0 +1,157 @@
+"""Stage 2, diffusion variant: fits a denoising diffusion model (actiongen.diffusion) to the latent paths that
+stage 1's encoder gives real training clips, trains the action classifier on the same clips, then exports the
+bundle. Stage 1 must have an encoder: train it with --recon-weight (e.g. 10).
+
+    python -m train.stage2_diffusion --stage1 runs/stage1 --out runs/stage2d --export assets/actiongen.json
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+
+from actiongen.checkpoint import Bundle, save_bundle
+from actiongen.data import ClipSampler, load_pose_data, vectors_to_joints
+from actiongen.diffusion import LatentPathDiffusion
+from actiongen.models import ActionClassifier, ModelConfig, PoseDecoder, PoseEncoder, per_step
+from train.common import (MetricLog, apply_preset, base_parser, bundle_meta, check_finite, load_state, resume,
+                          save_sample_sheet, save_state, setup, snapshot, stage1_dims)
+
+# One preset: the paper's stage 2 is the LSTM walk (train.stage2_sequence --preset paper). Batch, learning rate and
+# EMA are those of the round-19 model (model card), which reached C2ST 0.69 after 7700 iterations.
+PRESETS = {"fast": dict(steps=8_000, batch=128, lr=1e-3, ema=0.999)}
+# The action classifier trains on the first 32 real clips of every 4th batch: its bi-LSTM would otherwise take
+# 40 % of an iteration, and 1500 steps of 32 clips suffice (the LSTM walk's stage trains it 1000 times).
+CLASSIFIER_BATCH, CLASSIFIER_EVERY = 32, 4
+PATH_STAT_CLIPS = 8192  # random training clips (~800 per class) behind the paths' standardisation
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = base_parser(__doc__.splitlines()[0])
+    p.add_argument("--stage1", required=True, help="stage-1 run directory (its state.pt holds decoder and encoder)")
+    p.add_argument("--export", help="also write the inference bundle here (e.g. assets/actiongen.json)")
+    p.add_argument("--ema", type=float, help="decay of the exported moving average of the denoiser (0: off)")
+    p.add_argument("--channels", type=int, default=96, help="width of the denoiser (a multiple of 8)")
+    p.add_argument("--blocks", type=int, default=8, help="residual blocks of the denoiser")
+    p.add_argument("--levels", type=int, default=200, help="noise levels in training")
+    p.add_argument("--sample-steps", type=int, default=50, help="DDIM steps of one sample (at most --levels)")
+    args = p.parse_args(argv)
+    if args.preset != "fast":
+        raise SystemExit("error: the diffusion stage has only the fast preset; the paper's stage 2 is "
+                         "python -m train.stage2_sequence --preset paper")
+    return apply_preset(args, PRESETS)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    stage1 = load_state(args.stage1)
+    if stage1.get("stage") != 1:
+        raise SystemExit(f"error: {args.stage1}/state.pt is not a stage-1 state")
+    if "encoder" not in stage1:
+        raise SystemExit(f"error: the diffusion stage learns the paths of stage 1's encoder, and {args.stage1} was "
+                         "trained without one; train stage 1 with --recon-weight (e.g. 10)")
+    args.dims = stage1_dims(stage1, args.dims)
+    device, data_cfg = setup(args)
+    data = load_pose_data(data_cfg)
+    sampler = ClipSampler(data, "train", seed=args.seed)
+    cfg = replace(ModelConfig.from_dict(stage1["model"]), transition="diffusion", clip_frames=data_cfg.clip_frames,
+                  diffusion_channels=args.channels, diffusion_blocks=args.blocks, diffusion_levels=args.levels,
+                  diffusion_sample_steps=args.sample_steps)
+    decoder, encoder = PoseDecoder(cfg), PoseEncoder(cfg)
+    decoder.load_state_dict(stage1["decoder"])
+    encoder.load_state_dict(stage1["encoder"])
+    try:
+        model = LatentPathDiffusion(cfg, decoder).to(device)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    # Both stage-1 networks stay as stage 1 left them: BatchNorm on its running statistics, weights frozen.
+    decoder.eval().requires_grad_(False)
+    encoder.to(device).eval().requires_grad_(False)
+    classifier = ActionClassifier(cfg).to(device)
+    frames = data_cfg.clip_frames
+
+    def encode(real: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return encoder(real, per_step(F.one_hot(labels, cfg.num_classes).float(), frames))
+
+    # Drawn before a resume restores the sampler's stream, so a resumed run continues the same batches.
+    real, labels = sampler.clips(PATH_STAT_CLIPS)
+    model.set_path_statistics(encode(real.to(device), labels.to(device)))
+    ema = (AveragedModel(model.denoiser, multi_avg_fn=get_ema_multi_avg_fn(args.ema)) if args.ema else None)
+    optimizer = torch.optim.Adam([*model.denoiser.parameters(), *classifier.parameters()], lr=args.lr)
+    stateful = {"transition": model, "classifier": classifier, "optimizer": optimizer, **({"ema": ema} if ema else {})}
+    log = MetricLog(args.out)
+    start, elapsed = resume(args.out, stateful, sampler.rng, log) if args.resume else (0, 0.0)
+
+    def exported() -> LatentPathDiffusion:
+        """A CPU copy of the model with the moving average of the denoiser (or the trained one itself)."""
+        copied = copy.deepcopy(model).cpu().eval()
+        if ema:
+            copied.denoiser.load_state_dict(ema.module.state_dict())
+        return copied
+
+    def export(target: str, steps: int, minutes: float) -> None:
+        bundle = Bundle(cfg, data.stats, data_cfg.actions, exported(), copy.deepcopy(classifier).cpu().eval(),
+                        bundle_meta(data, data_cfg, stage1, device, args.seed,
+                                    {"transition": "diffusion", "steps": steps, "minutes": round(minutes, 2),
+                                     "preset": args.preset, "batch": args.batch, "lr": args.lr, "ema": args.ema}))
+        json_path, weights_path = save_bundle(target, bundle)
+        print(f"bundle written: {json_path} + {weights_path.name}")
+
+    def save_samples(done: int) -> None:
+        sampling = exported()
+        with torch.no_grad():
+            rows = []
+            for c, name in enumerate(data_cfg.actions):
+                cond = F.one_hot(torch.full((4,), c), cfg.num_classes).float()
+                clips = sampling(*sampling.sample_inputs(4, frames), cond)[0]
+                rows.append((name, vectors_to_joints(clips, data.stats)))
+        save_sample_sheet(f"{args.out}/samples_{done:06d}.png", rows)
+
+    classifier_values: dict[str, torch.Tensor] = {}
+    t0 = time.time()
+    bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="stage 2 (diffusion)",
+               dynamic_ncols=True)
+    for step in bar:
+        real, labels = sampler.clips(args.batch)
+        real, labels = real.to(device), labels.to(device)
+        loss = path_loss = model.training_loss(encode(real, labels), F.one_hot(labels, cfg.num_classes).float())
+        if step % CLASSIFIER_EVERY == 0:
+            logits = classifier(real[:CLASSIFIER_BATCH])
+            class_loss = F.cross_entropy(logits, labels[:CLASSIFIER_BATCH])
+            classifier_values = {"ce_real": class_loss,
+                                 "acc_real": (logits.argmax(1) == labels[:CLASSIFIER_BATCH]).float().mean()}
+            loss = loss + class_loss
+        optimizer.zero_grad(set_to_none=True)  # so Adam leaves the classifier alone on the other steps
+        loss.backward()
+        optimizer.step()
+        if ema:
+            ema.update_parameters(model.denoiser)
+        done = step + 1
+        if done % args.log_every == 0 or done == args.steps:
+            # the classifier's values are those of its last step (none yet on a resumed run's first steps)
+            values = {"path_loss": path_loss.item(), **{k: v.item() for k, v in classifier_values.items()}}
+            check_finite(done, values)
+            log.append(done, values)
+            bar.set_postfix_str(f"path {values['path_loss']:.4f}")
+        if done % args.checkpoint_every == 0 or done == args.steps:
+            save_state(args.out, snapshot(2, done, elapsed + time.time() - t0, args, stateful, sampler.rng,
+                                          model=cfg.to_dict()))
+        if done % args.sample_every == 0 or done == args.steps:
+            log.plot()
+            save_samples(done)
+    bar.close()
+    total = elapsed + time.time() - t0
+    print(f"stage 2 (diffusion) done: {args.steps} iterations, {total / 60:.1f} min, state in {args.out}/state.pt")
+    for target in filter(None, [f"{args.out}/actiongen.json", args.export]):
+        export(target, args.steps, total / 60)
+
+
+if __name__ == "__main__":
+    main()

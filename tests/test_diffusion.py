@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from actiongen.app_logic import ActionGenService, PageState
 from actiongen.checkpoint import CheckpointError, load_bundle, save_bundle
 from actiongen.diffusion import LatentPathDiffusion, cosine_schedule
 from actiongen.generator import Generator
@@ -135,6 +136,20 @@ def test_a_diffusion_bundle_round_trips_and_generates_through_the_generator(synt
     assert np.isfinite(blend.joints).all()
     batch = generator.sample_many(["Walking", "Eating"], [5, 8], frames=60)
     assert np.allclose(batch.joints[0], clip.joints, atol=1e-3)
+
+
+def test_the_app_serves_a_diffusion_bundle_in_every_mode(synthetic_data, tmp_path):
+    json_path, _ = save_bundle(tmp_path / "d.json", random_bundle(synthetic_data.stats, replace(
+        TINY, pose_dim=synthetic_data.stats.pose_dim)))
+    service = ActionGenService(json_path, device="cpu", work_dir=tmp_path)
+    one = service.view(PageState(action="Walking", seed=4, frames=40))
+    assert one.sample.joints.shape == (40, 16, 2) and len(json.loads(one.skeleton)["frames"]) == 40
+    switched = service.view(PageState(action="Walking", seed=4, frames=40, mode="transition", action_b="Sitting"))
+    assert not np.allclose(switched.sample.joints, one.sample.joints)
+    ends = service.view(PageState(action="Walking", seed=4, seed_b=9, alpha=0.0, frames=40, mode="interpolate"))
+    np.testing.assert_allclose(ends.sample.joints, one.sample.joints, atol=1e-5)
+    assert len(json.loads(service.gallery(PageState(action="Walking", seed=4, frames=40)))["frames"]) == 40
+    assert {".gif", ".json"} <= set(service.export(PageState(action="Walking", seed=4, frames=40)))
 
 
 def test_a_bundle_with_an_unknown_transition_is_refused_with_the_valid_ones(synthetic_data, tmp_path):

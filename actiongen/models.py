@@ -53,7 +53,7 @@ class ModelConfig:
     # both read from the LSTM state, z_{t-1} and the class, so sampled noise can carry the structure that the
     # retrace term's posterior finds in real clips (9-11 nats per step away from N(0, I), model card round 15).
     noise_prior: bool = False
-    transition: str = "lstm"
+    transition: str = "lstm"  # one of TRANSITIONS
     # The diffusion transition's denoiser (width, residual blocks), its noise levels in training and the DDIM
     # steps of one sample.
     diffusion_channels: int = 96

@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from actiongen.checkpoint import atomic_write_bytes  # noqa: E402
-from actiongen.data import DataConfig, default_data_root  # noqa: E402
+from actiongen.data import DataConfig, default_data_root, vectors_to_joints  # noqa: E402
 from actiongen.skeleton import BONES, SPACE_DIMS, dims_of_pose_dim  # noqa: E402
 from actiongen.views import drawable  # noqa: E402
 
@@ -221,6 +221,16 @@ def draw_pose(ax, joints: np.ndarray, dx: float = 0.0, alpha: float = 1.0) -> No
     for parent, child, side in BONES:
         ax.plot([joints[parent, 0] + dx, joints[child, 0] + dx], [joints[parent, 1], joints[child, 1]],
                 color=SIDE_COLORS[side], lw=1.2, alpha=alpha)
+
+
+def save_class_samples(path: Path | str, generate, actions: tuple[str, ...], stats, device: torch.device,
+                       per_class: int = 4) -> None:
+    """A sample sheet with one row per action: `generate(class weights (N, C) on device)` gives clips (N, T, D)
+    of standardised pose vectors, drawn without gradients."""
+    with torch.no_grad():
+        rows = [(name, vectors_to_joints(generate(torch.nn.functional.one_hot(
+            torch.full((per_class,), c), len(actions)).float().to(device)), stats)) for c, name in enumerate(actions)]
+    save_sample_sheet(path, rows)
 
 
 def save_sample_sheet(path: Path | str, rows: list[tuple[str, np.ndarray]], frames_shown: int = 8) -> None:

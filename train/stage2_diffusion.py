@@ -17,11 +17,11 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from actiongen.checkpoint import Bundle, save_bundle
-from actiongen.data import ClipSampler, load_pose_data, vectors_to_joints
+from actiongen.data import ClipSampler, load_pose_data
 from actiongen.diffusion import LatentPathDiffusion
 from actiongen.models import ActionClassifier, ModelConfig, PoseDecoder, PoseEncoder, per_step
 from train.common import (MetricLog, apply_preset, base_parser, bundle_meta, check_finite, load_state, resume,
-                          save_sample_sheet, save_state, setup, snapshot, stage1_dims)
+                          save_class_samples, save_state, setup, snapshot, stage1_dims)
 
 # One preset: the paper's stage 2 is the LSTM walk (train.stage2_sequence --preset paper). Batch, learning rate and
 # EMA are those of the round-19 model (model card), which reached C2ST 0.69 after 7700 iterations.
@@ -104,16 +104,6 @@ def main(argv: list[str] | None = None) -> None:
         json_path, weights_path = save_bundle(target, bundle)
         print(f"bundle written: {json_path} + {weights_path.name}")
 
-    def save_samples(done: int) -> None:
-        sampling = exported()
-        with torch.no_grad():
-            rows = []
-            for c, name in enumerate(data_cfg.actions):
-                cond = F.one_hot(torch.full((4,), c), cfg.num_classes).float()
-                clips = sampling(*sampling.sample_inputs(4, frames), cond)[0]
-                rows.append((name, vectors_to_joints(clips, data.stats)))
-        save_sample_sheet(f"{args.out}/samples_{done:06d}.png", rows)
-
     classifier_values: dict[str, torch.Tensor] = {}
     t0 = time.time()
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="stage 2 (diffusion)",
@@ -145,7 +135,10 @@ def main(argv: list[str] | None = None) -> None:
                                           model=cfg.to_dict()))
         if done % args.sample_every == 0 or done == args.steps:
             log.plot()
-            save_samples(done)
+            sampling = exported()
+            save_class_samples(f"{args.out}/samples_{done:06d}.png",
+                               lambda cond: sampling(*sampling.sample_inputs(len(cond), frames), cond)[0],
+                               data_cfg.actions, data.stats, torch.device("cpu"))
     bar.close()
     total = elapsed + time.time() - t0
     print(f"stage 2 (diffusion) done: {args.steps} iterations, {total / 60:.1f} min, state in {args.out}/state.pt")

@@ -18,13 +18,13 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from actiongen.checkpoint import Bundle, save_bundle
-from actiongen.data import ClipSampler, load_pose_data, vectors_to_joints
+from actiongen.data import ClipSampler, load_pose_data
 from actiongen.models import (LATENT_BOUNDARIES, ActionClassifier, LatentTransitionGenerator, ModelConfig,
                               MotionConvDiscriminator, PoseCritic, PoseDecoder, PoseEncoder, SequenceDiscriminator,
                               motion_features, per_step, velocity_and_acceleration)
 from actiongen.skeleton import BONES, NUM_JOINTS
 from train.common import (MetricLog, adam_pair, apply_preset, base_parser, bundle_meta, check_finite,
-                          gradient_penalty, load_state, resume, save_sample_sheet, save_state, setup, snapshot,
+                          gradient_penalty, load_state, resume, save_class_samples, save_state, setup, snapshot,
                           stage1_dims)
 
 # "paper": the seed's recipe (flattened bi-LSTM heads, z free to drift, lr 1e-4 halved every 15k, frozen decoder).
@@ -465,11 +465,8 @@ def main(argv: list[str] | None = None) -> None:
             export(f"{args.out}/candidates/step_{done:06d}.json", done, (elapsed + time.time() - t0) / 60)
         if done % args.sample_every == 0 or done == args.steps:
             log.plot()
-            with torch.no_grad():
-                rows = [(name, vectors_to_joints(generate(F.one_hot(torch.full((4,), c), cfg.num_classes).float()
-                                                          .to(device))[0], data.stats))
-                        for c, name in enumerate(data_cfg.actions)]
-            save_sample_sheet(f"{args.out}/samples_{done:06d}.png", rows)
+            save_class_samples(f"{args.out}/samples_{done:06d}.png", lambda cond: generate(cond)[0],
+                               data_cfg.actions, data.stats, device)
 
     for step in bar:
         real, labels = sampler.clips(args.batch)

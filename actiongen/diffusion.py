@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import ModelConfig, PoseDecoder, per_step
+from .models import ModelConfig, PoseDecoder, per_step, start_and_step_noise
 
 GROUPS = 8  # GroupNorm groups of every block: diffusion_channels must be a multiple
 DILATIONS = (1, 2, 4, 8)  # repeated over the blocks: two rounds see 61 frames, more than a 50-frame clip
@@ -112,10 +112,7 @@ class LatentPathDiffusion(nn.Module):
     def sample_inputs(self, batch: int, frames: int, generator: torch.Generator | None = None,
                       device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """z_0 (B, d) uniform in [-1, 1] and step noise (B, T-1, d) standard normal, in this order."""
-        d = self.cfg.latent_dim
-        z0 = torch.rand(batch, d, generator=generator, device=device) * 2 - 1
-        noise = torch.randn(batch, frames - 1, d, generator=generator, device=device)
-        return z0, noise
+        return start_and_step_noise(batch, frames, self.cfg.latent_dim, self.cfg.latent_dim, generator, device)
 
     def training_loss(self, latents: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
         """Mean squared error of the v-prediction at a random noise level per path; `latents` (B, T, d) are real

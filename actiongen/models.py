@@ -130,6 +130,16 @@ class PoseCritic(nn.Module):
         return self.net(torch.cat([pose, class_weights], dim=-1)).squeeze(-1)
 
 
+def start_and_step_noise(batch: int, frames: int, latent_dim: int, noise_dim: int,
+                         generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The random inputs of every transition model, drawn in this order: z_0 (B, latent_dim) uniform in [-1, 1],
+    then step noise (B, frames-1, noise_dim) standard normal."""
+    z0 = torch.rand(batch, latent_dim, generator=generator, device=device) * 2 - 1
+    noise = torch.randn(batch, frames - 1, noise_dim, generator=generator, device=device)
+    return z0, noise
+
+
 def per_step(class_weights: torch.Tensor, steps: int) -> torch.Tensor:
     """(B, C) or (B, T, C) class weights -> (B, steps, C)."""
     if class_weights.dim() == 2:
@@ -164,9 +174,7 @@ class LatentTransitionGenerator(nn.Module):
     def sample_inputs(self, batch: int, frames: int, generator: torch.Generator | None = None,
                       device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """z_0 (B, d) uniform in [-1, 1] and step noise (B, T-1, noise_dim) standard normal."""
-        z0 = torch.rand(batch, self.cfg.latent_dim, generator=generator, device=device) * 2 - 1
-        noise = torch.randn(batch, frames - 1, self.cfg.noise_dim, generator=generator, device=device)
-        return z0, noise
+        return start_and_step_noise(batch, frames, self.cfg.latent_dim, self.cfg.noise_dim, generator, device)
 
     def latent_path(self, z0: torch.Tensor, noise: torch.Tensor, class_weights: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,7 +9,7 @@ from real clips 80 % of the time however it is regularised (model card, rounds 1
 encoder finds in real clips decode to clips told from real only at chance; a model fitted to those paths
 directly inherits their motion (round 19: C2ST 0.69 after 28 CPU minutes).
 
-Sampling is deterministic DDIM: all randomness is the starting noise x_T, one d-vector per frame. The
+Sampling solves the deterministic probability-flow ODE (DPM-Solver++, second order): all randomness is the starting noise x_T, one d-vector per frame. The
 inputs keep the LSTM walk's form, z_0 uniform in [-1, 1]^d (x_T of frame 0 by its inverse normal CDF) and
 one N(0, I) step-noise vector per later frame, so seeds and interpolation mean the same in both models.
 """
@@ -24,6 +24,7 @@ from torch import nn
 from .models import ModelConfig, PoseDecoder, per_step, start_and_step_noise
 
 GROUPS = 8  # GroupNorm groups of every block: diffusion_channels must be a multiple
+SOLVER_ORDERS = (1, 2)  # 1: DDIM, 2: DPM-Solver++(2M)
 DILATIONS = (1, 2, 4, 8)  # repeated over the blocks: two rounds see 61 frames, more than a 50-frame clip
 
 
@@ -33,6 +34,11 @@ def cosine_schedule(levels: int) -> torch.Tensor:
     s = torch.linspace(0, 1, levels + 1, dtype=torch.float64)
     alpha_bar = torch.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
     return (alpha_bar / alpha_bar[0]).clamp(1e-5, 1.0).float()
+
+
+def half_log_snr(alpha_bar: torch.Tensor) -> torch.Tensor:
+    """lambda = log(alpha / sigma), the solver's time variable."""
+    return 0.5 * torch.log(alpha_bar / (1 - alpha_bar))
 
 
 class PathBlock(nn.Module):
@@ -86,13 +92,15 @@ class LatentPathDenoiser(nn.Module):
 
 class LatentPathDiffusion(nn.Module):
     """The diffusion transition model: a denoiser over latent paths standardised per latent dimension
-    (`path_mean`, `path_std`: statistics of the encoder's paths of real clips), sampled with DDIM in
+    (`path_mean`, `path_std`: statistics of the encoder's paths of real clips), sampled by an ODE solver in
     `diffusion_sample_steps` steps, decoded frame by frame by the pose decoder."""
 
     def __init__(self, cfg: ModelConfig, decoder: PoseDecoder) -> None:
         super().__init__()
         if cfg.diffusion_channels % GROUPS:
             raise ValueError(f"diffusion_channels must be a multiple of {GROUPS}; got {cfg.diffusion_channels}")
+        if cfg.diffusion_solver_order not in SOLVER_ORDERS:
+            raise ValueError(f"diffusion_solver_order must be one of {SOLVER_ORDERS}; got {cfg.diffusion_solver_order}")
         if cfg.diffusion_sample_steps > cfg.diffusion_levels:
             raise ValueError(f"diffusion_sample_steps ({cfg.diffusion_sample_steps}) must be at most "
                              f"diffusion_levels ({cfg.diffusion_levels})")
@@ -127,19 +135,35 @@ class LatentPathDiffusion(nn.Module):
 
     def latent_path(self, z0: torch.Tensor, noise: torch.Tensor, class_weights: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Latents (B, T, d) in [-1, 1] and shifts (B, T-1, d) by DDIM from the inputs' starting noise."""
+        """Latents (B, T, d) in [-1, 1] and shifts (B, T-1, d), solved from the inputs' starting noise."""
         first = math.sqrt(2.0) * torch.erfinv(z0.clamp(-1 + 1e-6, 1 - 1e-6))
         x = torch.cat([first[:, None], noise], dim=1).transpose(1, 2)
         cw = per_step(class_weights, x.shape[2])
         grid = torch.linspace(self.cfg.diffusion_levels, 0, self.cfg.diffusion_sample_steps + 1).round().long()
-        for level, level_next in zip(grid[:-1].tolist(), grid[1:].tolist()):
-            a, a_next = self.alpha_bar[level], self.alpha_bar[level_next]
-            v = self.denoiser(x, torch.full((len(x),), level, device=x.device), cw)
-            x0 = a.sqrt() * x - (1 - a).sqrt() * v
-            eps = (1 - a).sqrt() * x + a.sqrt() * v
-            x = a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
+        x = self.solve(x, cw, grid.tolist())
         latents = (x.transpose(1, 2) * self.path_std + self.path_mean).clamp(-1.0, 1.0)
         return latents, latents[:, 1:] - latents[:, :-1]
+
+    def solve(self, x: torch.Tensor, class_weights: torch.Tensor, levels: list[int]) -> torch.Tensor:
+        """The clean path from noisy paths `x` at levels[0], along the descending `levels` (ending at 0), by
+        the deterministic DPM-Solver++ (Lu et al. 2022) of order `diffusion_solver_order`. Order 1 is DDIM;
+        order 2 extrapolates the clean-path prediction from the last two, so 50 steps come as close to the exact
+        solution as DDIM's 100 (model card, round 21). The last step returns the prediction itself."""
+        prediction = step_before = None
+        for level, level_next in zip(levels[:-1], levels[1:]):
+            a, a_next = self.alpha_bar[level], self.alpha_bar[level_next]
+            v = self.denoiser(x, torch.full((len(x),), level, device=x.device), class_weights)
+            clean = a.sqrt() * x - (1 - a).sqrt() * v
+            if level_next == 0:
+                return clean
+            step = half_log_snr(a_next) - half_log_snr(a)
+            target = clean
+            if self.cfg.diffusion_solver_order == 2 and prediction is not None:
+                r = step_before / step
+                target = (1 + 0.5 / r) * clean - (0.5 / r) * prediction
+            x = ((1 - a_next) / (1 - a)).sqrt() * x - a_next.sqrt() * torch.expm1(-step) * target
+            prediction, step_before = clean, step
+        return x
 
     def forward(self, z0: torch.Tensor, noise: torch.Tensor, class_weights: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -13,7 +13,7 @@ from actiongen.app_logic import ActionGenService, PageState
 from actiongen.checkpoint import CheckpointError, load_bundle, save_bundle
 from actiongen.diffusion import LatentPathDiffusion, cosine_schedule
 from actiongen.generator import Generator
-from actiongen.models import ModelConfig, PoseDecoder
+from actiongen.models import ModelConfig, PoseDecoder, per_step
 from synthetic_h36m import random_bundle
 from train import stage1_pose, stage2_diffusion
 from train.common import load_state
@@ -85,6 +85,43 @@ def test_class_weights_may_be_per_clip_or_per_frame():
     assert not torch.allclose(per_clip[:, 20:], per_frame_changing[:, 20:], atol=1e-3)
 
 
+def ddim(model: LatentPathDiffusion, x: torch.Tensor, cw: torch.Tensor, levels: list[int]) -> torch.Tensor:
+    """DDIM written out from its definition: re-noise the clean-path prediction to the next level with the
+    noise the model's prediction implies."""
+    for level, level_next in zip(levels[:-1], levels[1:]):
+        a, a_next = model.alpha_bar[level], model.alpha_bar[level_next]
+        v = model.denoiser(x, torch.full((len(x),), level), cw)
+        clean, eps = a.sqrt() * x - (1 - a).sqrt() * v, (1 - a).sqrt() * x + a.sqrt() * v
+        x = a_next.sqrt() * clean + (1 - a_next).sqrt() * eps
+    return x
+
+
+def test_the_first_order_solver_is_ddim_and_the_second_order_one_converges_faster():
+    torch.manual_seed(4)
+    cfg = replace(TINY, diffusion_levels=100)
+    x = torch.randn(3, 4, 12)
+    cw = per_step(one_hot([1, 5, 8]), 12)
+    first, second = (LatentPathDiffusion(replace(cfg, diffusion_solver_order=order), PoseDecoder(cfg)).eval()
+                     for order in (1, 2))
+    second.load_state_dict(first.state_dict())
+    for model in (first, second):  # a denoiser that predicts more than zeros, so the path bends
+        for p in model.denoiser.out.parameters():
+            p.data.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(5)) * 0.3)
+
+    def solved(model: LatentPathDiffusion, steps: int) -> torch.Tensor:
+        with torch.no_grad():
+            return model.solve(x, cw, torch.linspace(100, 0, steps + 1).round().long().tolist())
+
+    with torch.no_grad():
+        assert torch.allclose(solved(first, 10), ddim(first, x, cw, torch.linspace(100, 0, 11).round().long().tolist()),
+                              atol=1e-5)
+    exact = solved(second, 100)
+    error = {(order, steps): (solved(model, steps) - exact).abs().max().item()
+             for order, model in ((1, first), (2, second)) for steps in (10, 25)}
+    assert error[2, 25] < error[2, 10] and error[1, 25] < error[1, 10]
+    assert error[2, 10] < 0.5 * error[1, 10] and error[2, 25] < 0.5 * error[1, 25]
+
+
 def test_training_learns_each_classs_paths():
     """Class 0's real paths sit at +0.5 in every latent dimension, class 1's at -0.5: after a short fit the samples
     of each class are where its paths are, so the training loss and the sampler agree on what is predicted."""
@@ -114,6 +151,8 @@ def test_config_names_the_valid_transitions_and_checks_the_sampler():
         ModelConfig.from_dict({"transition": "gru"})
     with pytest.raises(ValueError, match=r"diffusion_sample_steps \(30\) must be at most diffusion_levels \(20\)"):
         LatentPathDiffusion(replace(TINY, diffusion_sample_steps=30), PoseDecoder(TINY))
+    with pytest.raises(ValueError, match=r"diffusion_solver_order must be one of \(1, 2\); got 3"):
+        LatentPathDiffusion(replace(TINY, diffusion_solver_order=3), PoseDecoder(TINY))
     with pytest.raises(ValueError, match="diffusion_channels must be a multiple of 8; got 12"):
         LatentPathDiffusion(replace(TINY, diffusion_channels=12), PoseDecoder(TINY))
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import torch
@@ -18,14 +20,15 @@ from tqdm.auto import tqdm
 
 from actiongen.checkpoint import Bundle, save_bundle
 from actiongen.data import ClipSampler, load_pose_data
-from actiongen.diffusion import LatentPathDiffusion
+from actiongen.diffusion import SOLVER_ORDERS, LatentPathDiffusion
 from actiongen.models import ActionClassifier, ModelConfig, PoseDecoder, PoseEncoder, per_step
 from train.common import (MetricLog, apply_preset, base_parser, bundle_meta, check_finite, load_state, resume,
                           save_class_samples, save_state, setup, snapshot, stage1_dims)
 
 # One preset: the paper's stage 2 is the LSTM walk (train.stage2_sequence --preset paper). Batch, learning rate and
 # EMA are those of the round-19 model (model card), which reached C2ST 0.69 after 7700 iterations.
-PRESETS = {"fast": dict(steps=8_000, batch=128, lr=1e-3, ema=0.999)}
+PRESETS = {"fast": dict(steps=8_000, batch=128, lr=1e-3, ema=0.999, lr_schedule="constant")}
+LR_SCHEDULES = ("constant", "cosine")
 # The action classifier trains on the first 32 real clips of every 4th batch: its bi-LSTM would otherwise take
 # 40 % of an iteration, and 1500 steps of 32 clips suffice (the LSTM walk's stage trains it 1000 times).
 CLASSIFIER_BATCH, CLASSIFIER_EVERY = 32, 4
@@ -37,15 +40,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stage1", required=True, help="stage-1 run directory (its state.pt holds decoder and encoder)")
     p.add_argument("--export", help="also write the inference bundle here (e.g. assets/actiongen.json)")
     p.add_argument("--ema", type=float, help="decay of the exported moving average of the denoiser (0: off)")
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES,
+                   help="constant, or cosine: the learning rate falls along a half cosine to 0 at --steps")
     p.add_argument("--channels", type=int, default=96, help="width of the denoiser (a multiple of 8)")
     p.add_argument("--blocks", type=int, default=8, help="residual blocks of the denoiser")
     p.add_argument("--levels", type=int, default=200, help="noise levels in training")
-    p.add_argument("--sample-steps", type=int, default=50, help="DDIM steps of one sample (at most --levels)")
+    p.add_argument("--sample-steps", type=int, default=50, help="solver steps of one sample (at most --levels)")
+    p.add_argument("--solver-order", type=int, default=2, choices=SOLVER_ORDERS,
+                   help="order of the sampling solver: 1 is DDIM, 2 DPM-Solver++(2M)")
     args = p.parse_args(argv)
     if args.preset != "fast":
         raise SystemExit("error: the diffusion stage has only the fast preset; the paper's stage 2 is "
                          "python -m train.stage2_sequence --preset paper")
     return apply_preset(args, PRESETS)
+
+
+def learning_rate_factor(schedule: str, steps: int) -> Callable[[int], float]:
+    """The learning rate's factor after `step` iterations: 1 throughout (constant) or a half cosine from 1 to 0
+    over `steps` (cosine)."""
+    if schedule == "cosine":
+        return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+    return lambda step: 1.0
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     sampler = ClipSampler(data, "train", seed=args.seed)
     cfg = replace(ModelConfig.from_dict(stage1["model"]), transition="diffusion", clip_frames=data_cfg.clip_frames,
                   diffusion_channels=args.channels, diffusion_blocks=args.blocks, diffusion_levels=args.levels,
-                  diffusion_sample_steps=args.sample_steps)
+                  diffusion_sample_steps=args.sample_steps,
+                  diffusion_solver_order=args.solver_order)
     decoder, encoder = PoseDecoder(cfg), PoseEncoder(cfg)
     decoder.load_state_dict(stage1["decoder"])
     encoder.load_state_dict(stage1["encoder"])
@@ -85,7 +101,9 @@ def main(argv: list[str] | None = None) -> None:
     model.set_path_statistics(encode(real.to(device), labels.to(device)))
     ema = (AveragedModel(model.denoiser, multi_avg_fn=get_ema_multi_avg_fn(args.ema)) if args.ema else None)
     optimizer = torch.optim.Adam([*model.denoiser.parameters(), *classifier.parameters()], lr=args.lr)
-    stateful = {"transition": model, "classifier": classifier, "optimizer": optimizer, **({"ema": ema} if ema else {})}
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(args.lr_schedule, args.steps))
+    stateful = {"transition": model, "classifier": classifier, "optimizer": optimizer, "scheduler": scheduler,
+                **({"ema": ema} if ema else {})}
     log = MetricLog(args.out)
     start, elapsed = resume(args.out, stateful, sampler.rng, log) if args.resume else (0, 0.0)
 
@@ -100,7 +118,8 @@ def main(argv: list[str] | None = None) -> None:
         bundle = Bundle(cfg, data.stats, data_cfg.actions, exported(), copy.deepcopy(classifier).cpu().eval(),
                         bundle_meta(data, data_cfg, stage1, device, args.seed,
                                     {"transition": "diffusion", "steps": steps, "minutes": round(minutes, 2),
-                                     "preset": args.preset, "batch": args.batch, "lr": args.lr, "ema": args.ema}))
+                                     "preset": args.preset, "batch": args.batch, "lr": args.lr,
+                                     "lr_schedule": args.lr_schedule, "ema": args.ema}))
         json_path, weights_path = save_bundle(target, bundle)
         print(f"bundle written: {json_path} + {weights_path.name}")
 
@@ -121,12 +140,14 @@ def main(argv: list[str] | None = None) -> None:
         optimizer.zero_grad(set_to_none=True)  # so Adam leaves the classifier alone on the other steps
         loss.backward()
         optimizer.step()
+        scheduler.step()
         if ema:
             ema.update_parameters(model.denoiser)
         done = step + 1
         if done % args.log_every == 0 or done == args.steps:
             # the classifier's values are those of its last step (none yet on a resumed run's first steps)
-            values = {"path_loss": path_loss.item(), **{k: v.item() for k, v in classifier_values.items()}}
+            values = {"path_loss": path_loss.item(), "lr": scheduler.get_last_lr()[0],
+                      **{k: v.item() for k, v in classifier_values.items()}}
             check_finite(done, values)
             log.append(done, values)
             bar.set_postfix_str(f"path {values['path_loss']:.4f}")

@@ -210,11 +210,21 @@ def stage1_encoder_run(synthetic_root, tmp_path_factory):
 
 
 def test_stage2_diffusion_trains_resumes_and_exports_a_bundle_that_generates(synthetic_root, stage1_encoder_run,
-                                                                              tmp_path):
+                                                                              tmp_path, monkeypatch):
     common = ["--data-root", str(synthetic_root), "--stage1", str(stage1_encoder_run), *SMALL, *SUBJECTS,
               *TINY_DENOISER]
     stage2_diffusion.main([*common, "--out", str(tmp_path / "straight"), "--steps", "4"])
-    stage2_diffusion.main([*common, "--out", str(tmp_path / "split"), "--steps", "2"])
+    save_state = stage2_diffusion.save_state
+
+    def interrupted_after_step_2(run_dir, state):
+        save_state(run_dir, state)
+        if state["step"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(stage2_diffusion, "save_state", interrupted_after_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        stage2_diffusion.main([*common, "--out", str(tmp_path / "split"), "--steps", "4"])
+    monkeypatch.setattr(stage2_diffusion, "save_state", save_state)
     stage2_diffusion.main([*common, "--out", str(tmp_path / "split"), "--steps", "4", "--resume"])
     straight, split = load_state(tmp_path / "straight"), load_state(tmp_path / "split")
     assert straight["step"] == split["step"] == 4
@@ -223,6 +233,12 @@ def test_stage2_diffusion_trains_resumes_and_exports_a_bundle_that_generates(syn
             assert torch.equal(value, split[key][name]), f"{key}.{name}"
     logged = [json.loads(line) for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in logged] == [1, 2, 3, 4] and all(row["path_loss"] > 0 for row in logged)
+    assert [round(row["lr"] / 1e-3, 3) for row in logged] == [0.854, 0.5, 0.146, 0.0]  # the cosine, resumed
+    with pytest.raises(SystemExit, match="decays its learning rate over --steps 4; resume it with the same --steps"):
+        stage2_diffusion.main([*common, "--out", str(tmp_path / "split"), "--steps", "8", "--resume"])
+    with pytest.raises(SystemExit, match="was trained with --lr-schedule cosine; resume it with the same"):
+        stage2_diffusion.main([*common, "--out", str(tmp_path / "split"), "--steps", "8", "--resume",
+                               "--lr-schedule", "constant"])
     assert (tmp_path / "straight" / "samples_000004.png").stat().st_size > 0
     stage1 = load_state(stage1_encoder_run)
     bundle = load_bundle(tmp_path / "straight" / "actiongen.json")

@@ -9,9 +9,10 @@ from real clips 80 % of the time however it is regularised (model card, rounds 1
 encoder finds in real clips decode to clips told from real only at chance; a model fitted to those paths
 directly inherits their motion (round 19: C2ST 0.69 after 28 CPU minutes).
 
-Sampling solves the deterministic probability-flow ODE (DPM-Solver++, second order): all randomness is the starting noise x_T, one d-vector per frame. The
-inputs keep the LSTM walk's form, z_0 uniform in [-1, 1]^d (x_T of frame 0 by its inverse normal CDF) and
-one N(0, I) step-noise vector per later frame, so seeds and interpolation mean the same in both models.
+Sampling solves the deterministic probability-flow ODE (DPM-Solver++, second order): all randomness is the
+starting noise x_T, one d-vector per frame. The inputs keep the LSTM walk's form, z_0 uniform in [-1, 1]^d
+(x_T of frame 0 by its inverse normal CDF) and one N(0, I) step-noise vector per later frame, so seeds and
+interpolation mean the same in both models.
 """
 from __future__ import annotations
 

@@ -149,10 +149,12 @@ def adam_pair(g_params, d_params, args: argparse.Namespace) -> dict:
             "sched_d": torch.optim.lr_scheduler.StepLR(opt_d, args.lr_decay_every, gamma=0.5)}
 
 
-def resume(run_dir: Path | str, stateful: dict, sampler_rng: np.random.Generator, log: "MetricLog") -> tuple[int, float]:
+def resume(run_dir: Path | str, stateful: dict, sampler_rng: np.random.Generator, log: "MetricLog",
+           state: dict | None = None) -> tuple[int, float]:
     """Restore every object in `stateful` (name -> module/optimiser/scheduler) and the random streams from
-    `<run_dir>/state.pt`; return the step and the training seconds already spent."""
-    state = load_state(run_dir)
+    `<run_dir>/state.pt` (or `state`, that file already loaded); return the step and the training seconds
+    already spent."""
+    state = load_state(run_dir) if state is None else state
     for key, obj in stateful.items():
         obj.load_state_dict(state[key])
     restore_rng(state["rng"], sampler_rng)

@@ -116,9 +116,11 @@ def main(argv: list[str] | None = None) -> None:
     stateful = {"transition": model, "classifier": classifier, "optimizer": optimizer, "scheduler": scheduler,
                 **({"ema": ema} if ema else {})}
     log = MetricLog(args.out)
+    start, elapsed = 0, 0.0
     if args.resume:
-        check_schedule_unchanged(load_state(args.out)["args"], args)
-    start, elapsed = resume(args.out, stateful, sampler.rng, log) if args.resume else (0, 0.0)
+        saved = load_state(args.out)
+        check_schedule_unchanged(saved["args"], args)
+        start, elapsed = resume(args.out, stateful, sampler.rng, log, saved)
 
     def exported() -> LatentPathDiffusion:
         """A CPU copy of the model with the moving average of the denoiser (or the trained one itself)."""

@@ -123,16 +123,29 @@ class LatentPathDiffusion(nn.Module):
         """z_0 (B, d) uniform in [-1, 1] and step noise (B, T-1, d) standard normal, in this order."""
         return start_and_step_noise(batch, frames, self.cfg.latent_dim, self.cfg.latent_dim, generator, device)
 
-    def training_loss(self, latents: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
-        """Mean squared error of the v-prediction at a random noise level per path; `latents` (B, T, d) are real
-        clips' paths, `class_weights` (B, C) or (B, T, C). Random numbers come from torch's global generator."""
+    def training_loss(self, latents: torch.Tensor, class_weights: torch.Tensor,
+                      frames: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean squared error of the v-prediction at a random noise level per path, and the motion error: the
+        mean squared difference between the frame-to-frame velocities of the decoded clean-path prediction and
+        of `frames` (B', T, pose_dim), real clips of the first B' paths (zero without them), each clip weighted
+        by the share of signal at its level, so that only levels where the path is discernible count.
+        `latents` (B, T, d) are the real clips' paths, `class_weights` (B, C) or (B, T, C). Random numbers
+        come from torch's global generator."""
         x0 = ((latents - self.path_mean) / self.path_std).transpose(1, 2)
         level = torch.randint(1, self.cfg.diffusion_levels + 1, (len(x0),), device=x0.device)
         a = self.alpha_bar[level][:, None, None]
         eps = torch.randn_like(x0)
-        v_target = a.sqrt() * eps - (1 - a).sqrt() * x0
+        noisy = a.sqrt() * x0 + (1 - a).sqrt() * eps
         cw = per_step(class_weights, latents.shape[1])
-        return F.mse_loss(self.denoiser(a.sqrt() * x0 + (1 - a).sqrt() * eps, level, cw), v_target)
+        v = self.denoiser(noisy, level, cw)
+        path_loss = F.mse_loss(v, a.sqrt() * eps - (1 - a).sqrt() * x0)
+        if frames is None:
+            return path_loss, path_loss.new_zeros(())
+        n = len(frames)
+        clean = (a[:n].sqrt() * noisy[:n] - (1 - a[:n]).sqrt() * v[:n]).transpose(1, 2)
+        decoded = self.decoder(clean * self.path_std + self.path_mean, cw[:n])
+        velocity_error = (decoded.diff(dim=1) - frames.diff(dim=1)).pow(2).mean(dim=(1, 2))
+        return path_loss, (a[:n, 0, 0] * velocity_error).mean()
 
     def latent_path(self, z0: torch.Tensor, noise: torch.Tensor, class_weights: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor]:

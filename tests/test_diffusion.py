@@ -133,7 +133,8 @@ def test_training_learns_each_classs_paths():
     model.train()
     losses = []
     for _ in range(300):
-        loss = model.training_loss(paths, one_hot(labels.tolist()))
+        loss, no_motion = model.training_loss(paths, one_hot(labels.tolist()))
+        assert no_motion == 0
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -144,6 +145,38 @@ def test_training_learns_each_classs_paths():
     with torch.no_grad():
         latents = model(z0, noise, one_hot([0] * 8 + [1] * 8))[1]
     assert latents[:8].mean() > 0.3 and latents[8:].mean() < -0.3
+
+
+class OracleDenoiser(torch.nn.Module):
+    """Knows the clean paths, so it predicts every v exactly: v = (sqrt(a) x_t - x_0) / sqrt(1 - a)."""
+
+    def __init__(self, clean: torch.Tensor, alpha_bar: torch.Tensor) -> None:
+        super().__init__()
+        self.clean, self.alpha_bar = clean, alpha_bar
+
+    def forward(self, x: torch.Tensor, level: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
+        a = self.alpha_bar[level][:, None, None]
+        return (a.sqrt() * x - self.clean) / (1 - a).sqrt()
+
+
+def test_the_motion_error_compares_decoded_velocities_with_the_real_clips():
+    """With exact predictions the motion error is zero for clips that move as the decoded paths do, wherever they
+    are, and grows with frame-to-frame jitter the paths do not have; it covers only the clips it is given."""
+    model = tiny_model()
+    torch.manual_seed(1)
+    paths = (0.2 * torch.randn(6, 20, 4)).cumsum(dim=1).tanh()
+    model.set_path_statistics(paths)
+    model.denoiser = OracleDenoiser(((paths - model.path_mean) / model.path_std).transpose(1, 2), model.alpha_bar)
+    cw = one_hot([0, 1, 2, 3, 4, 5])
+    with torch.no_grad():
+        decoded = model.decoder(paths, per_step(cw, 20))
+        path_loss, no_motion = model.training_loss(paths, cw)
+        _, moved = model.training_loss(paths, cw, decoded[:4] + 2.0)
+        jitter = torch.randn(4, 20, TINY.pose_dim)
+        _, jittered = model.training_loss(paths, cw, decoded[:4] + 0.1 * jitter)
+        _, more_jittered = model.training_loss(paths, cw, decoded[:4] + 0.3 * jitter)
+    assert path_loss < 1e-6 and no_motion == 0 and moved < 1e-6
+    assert 1e-4 < jittered < more_jittered
 
 
 def test_config_names_the_valid_transitions_and_checks_the_sampler():
@@ -212,7 +245,7 @@ def stage1_encoder_run(synthetic_root, tmp_path_factory):
 def test_stage2_diffusion_trains_resumes_and_exports_a_bundle_that_generates(synthetic_root, stage1_encoder_run,
                                                                               tmp_path, monkeypatch):
     common = ["--data-root", str(synthetic_root), "--stage1", str(stage1_encoder_run), *SMALL, *SUBJECTS,
-              *TINY_DENOISER]
+              *TINY_DENOISER, "--motion-weight", "10"]
     stage2_diffusion.main([*common, "--out", str(tmp_path / "straight"), "--steps", "4"])
     save_state = stage2_diffusion.save_state
 
@@ -233,6 +266,7 @@ def test_stage2_diffusion_trains_resumes_and_exports_a_bundle_that_generates(syn
             assert torch.equal(value, split[key][name]), f"{key}.{name}"
     logged = [json.loads(line) for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in logged] == [1, 2, 3, 4] and all(row["path_loss"] > 0 for row in logged)
+    assert all(row["motion_loss"] > 0 for row in logged)
     assert [round(row["lr"] / 1e-3, 3) for row in logged] == [0.854, 0.5, 0.146, 0.0]  # the cosine, resumed
     with pytest.raises(SystemExit, match="decays its learning rate over --steps 4; resume it with the same --steps"):
         stage2_diffusion.main([*common, "--out", str(tmp_path / "split"), "--steps", "8", "--resume"])
@@ -244,6 +278,7 @@ def test_stage2_diffusion_trains_resumes_and_exports_a_bundle_that_generates(syn
     bundle = load_bundle(tmp_path / "straight" / "actiongen.json")
     assert bundle.config.transition == "diffusion" and bundle.config.latent_dim == 6
     assert bundle.meta["training"]["stage2"]["transition"] == "diffusion"
+    assert bundle.meta["training"]["stage2"]["motion_weight"] == 10
     for name, value in stage1["decoder"].items():  # the decoder is stage 1's, untouched
         assert torch.equal(bundle.transition.decoder.state_dict()[name], value)
     clip = Generator.load(tmp_path / "straight" / "actiongen.json").sample("Walking", seed=3)

@@ -34,6 +34,9 @@ LR_SCHEDULES = ("constant", "cosine")
 # 40 % of an iteration, and 1500 steps of 32 clips suffice (the LSTM walk's stage trains it 1000 times).
 CLASSIFIER_BATCH, CLASSIFIER_EVERY = 32, 4
 PATH_STAT_CLIPS = 8192  # random training clips (~800 per class) behind the paths' standardisation
+# The motion error decodes its clips' paths through the 2x1024 pose decoder: on the first 32 clips of a batch it
+# adds 45 % to an iteration (0.45 -> 0.64 s on one thread); on all 128 it would more than double it.
+MOTION_BATCH = 32
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ema", type=float, help="decay of the exported moving average of the denoiser (0: off)")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES,
                    help="constant, or cosine: the learning rate falls along a half cosine to 0 at --steps")
+    p.add_argument("--motion-weight", type=float, default=0.0,
+                   help="weight of the motion error: decoded clean-path predictions' frame velocities against "
+                        "the real clips' (0: off)")
     p.add_argument("--channels", type=int, default=96, help="width of the denoiser (a multiple of 8)")
     p.add_argument("--blocks", type=int, default=8, help="residual blocks of the denoiser")
     p.add_argument("--levels", type=int, default=200, help="noise levels in training")
@@ -134,7 +140,8 @@ def main(argv: list[str] | None = None) -> None:
                         bundle_meta(data, data_cfg, stage1, device, args.seed,
                                     {"transition": "diffusion", "steps": steps, "minutes": round(minutes, 2),
                                      "preset": args.preset, "batch": args.batch, "lr": args.lr,
-                                     "lr_schedule": args.lr_schedule, "ema": args.ema}))
+                                     "lr_schedule": args.lr_schedule, "ema": args.ema,
+                                     "motion_weight": args.motion_weight}))
         json_path, weights_path = save_bundle(target, bundle)
         print(f"bundle written: {json_path} + {weights_path.name}")
 
@@ -145,7 +152,9 @@ def main(argv: list[str] | None = None) -> None:
     for step in bar:
         real, labels = sampler.clips(args.batch)
         real, labels = real.to(device), labels.to(device)
-        loss = path_loss = model.training_loss(encode(real, labels), F.one_hot(labels, cfg.num_classes).float())
+        path_loss, motion_loss = model.training_loss(encode(real, labels), F.one_hot(labels, cfg.num_classes).float(),
+                                                     real[:MOTION_BATCH] if args.motion_weight else None)
+        loss = path_loss + args.motion_weight * motion_loss
         if step % CLASSIFIER_EVERY == 0:
             logits = classifier(real[:CLASSIFIER_BATCH])
             class_loss = F.cross_entropy(logits, labels[:CLASSIFIER_BATCH])
@@ -161,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         done = step + 1
         if done % args.log_every == 0 or done == args.steps:
             # the classifier's values are those of its last step (none yet on a resumed run's first steps)
-            values = {"path_loss": path_loss.item(), "lr": scheduler.get_last_lr()[0],
+            values = {"path_loss": path_loss.item(), "motion_loss": motion_loss.item(), "lr": scheduler.get_last_lr()[0],
                       **{k: v.item() for k, v in classifier_values.items()}}
             check_finite(done, values)
             log.append(done, values)

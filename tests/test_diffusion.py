@@ -287,7 +287,7 @@ def test_stage2_diffusion_trains_resumes_and_exports_a_bundle_that_generates(syn
 
 def test_stage2_diffusion_refuses_a_stage1_without_encoder_and_the_paper_preset(synthetic_root, tmp_path):
     stage1_pose.main(["--data-root", str(synthetic_root), "--out", str(tmp_path / "s1"), "--steps", "2",
-                      "--hidden", "64", *SMALL, *SUBJECTS])
+                      "--hidden", "64", "--recon-weight", "0", *SMALL, *SUBJECTS])
     common = ["--data-root", str(synthetic_root), "--stage1", str(tmp_path / "s1"), "--out", str(tmp_path / "s2"),
               "--steps", "2", *SMALL, *SUBJECTS]
     with pytest.raises(SystemExit, match="trained without one; train stage 1 with --recon-weight"):

@@ -16,7 +16,7 @@ from actiongen.generator import Generator
 from actiongen.models import (LatentTransitionGenerator, ModelConfig, PoseCritic, PoseDecoder, PoseEncoder,
                               fold_into_box)
 from actiongen.skeleton import BONES
-from train import select_checkpoint, stage1_pose, stage2_sequence
+from train import select_checkpoint, stage1_pose, stage2_diffusion, stage2_sequence
 from train.common import check_finite, gradient_penalty, load_state
 
 SUBJECTS = ["--train-subjects", "1", "5", "--test-subjects", "11"]
@@ -56,7 +56,7 @@ def test_stage1_latent_dim_and_depth_carry_into_stage2_and_the_bundle(synthetic_
     stage2_sequence.main(["--data-root", str(synthetic_root), "--stage1", str(tmp_path / "s1"), "--out",
                           str(tmp_path / "s2"), *SMALL, *STAGE2_SIZE])
     generator = Generator.load(tmp_path / "s2" / "actiongen.json")
-    assert generator.bundle.meta["training"]["stage1"]["recon_weight"] == 0.0
+    assert generator.bundle.meta["training"]["stage1"]["recon_weight"] == 10.0  # the fast preset's encoder
     assert generator.bundle.config.decoder_layers == layers
     sample = generator.sample("Walking", seed=1, frames=12)
     assert sample.latents.shape == (12, 5) and np.isfinite(sample.joints).all()
@@ -70,7 +70,7 @@ def test_recon_weight_trains_an_encoder_and_lowers_its_reconstruction_error(synt
                           "--lr-decay-every", "1000", *extra, *STAGE1_SIZE])
         return load_state(out)
 
-    plain = run(tmp_path / "plain")
+    plain = run(tmp_path / "plain", "--recon-weight", "0")
     assert "encoder" not in plain
     state = run(tmp_path / "recon", "--recon-weight", "10")
     cfg = ModelConfig.from_dict(state["model"])
@@ -131,17 +131,20 @@ def test_the_default_presets_are_the_shipped_recipe_and_the_paper_preset_the_see
     shipped = load_bundle()  # assets/actiongen.json
     fast1, paper1 = (stage1_pose.parse_args(["--out", "s1", *extra]) for extra in ([], ["--preset", "paper"]))
     assert (fast1.decoder_layers, fast1.latent_dim) == (shipped.config.decoder_layers, shipped.config.latent_dim)
-    assert (paper1.decoder_layers, paper1.latent_dim) == (1, 12)
+    for key in ("steps", "batch", "recon_weight"):
+        assert getattr(fast1, key) == shipped.meta["training"]["stage1"][key], key
+    assert (paper1.decoder_layers, paper1.latent_dim, paper1.recon_weight) == (1, 12, 0.0)
     # an explicit value beats the preset
     assert stage1_pose.parse_args(["--out", "s1", "--latent-dim", "7"]).latent_dim == 7
     recipe = shipped.meta["training"]["stage2"]
-    fast2 = stage2_sequence.parse_args(["--stage1", "s1", "--out", "s2"])
-    for key in ("motion_weight", "decoder_lr", "shift_weight", "pose_critic_weight", "edge_weight", "ema", "disc"):
+    assert recipe["transition"] == shipped.config.transition == "diffusion"
+    fast2 = stage2_diffusion.parse_args(["--stage1", "s1", "--out", "s2"])
+    for key in ("steps", "batch", "lr", "lr_schedule", "ema", "motion_weight"):
         assert getattr(fast2, key) == recipe[key], key
     stage1_pose.main(["--data-root", str(synthetic_root), "--out", str(tmp_path / "paper"), "--preset", "paper",
                       *SMALL, *STAGE1_SIZE])
-    model = load_state(tmp_path / "paper")["model"]
-    assert (model["decoder_layers"], model["latent_dim"]) == (1, 12)
+    state = load_state(tmp_path / "paper")
+    assert (state["model"]["decoder_layers"], state["model"]["latent_dim"]) == (1, 12) and "encoder" not in state
 
 
 def test_paper_preset_leaves_the_decoder_untouched_and_the_pose_critic_off(synthetic_root, stage1_run, tmp_path):

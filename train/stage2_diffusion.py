@@ -1,6 +1,6 @@
-"""Stage 2, diffusion variant: fits a denoising diffusion model (actiongen.diffusion) to the latent paths that
+"""Stage 2 of the shipped model: fits a denoising diffusion model (actiongen.diffusion) to the latent paths that
 stage 1's encoder gives real training clips, trains the action classifier on the same clips, then exports the
-bundle. Stage 1 must have an encoder: train it with --recon-weight (e.g. 10).
+bundle. Stage 1 must have an encoder: its fast preset trains one (--recon-weight 10).
 
     python -m train.stage2_diffusion --stage1 runs/stage1 --out runs/stage2d --export assets/actiongen.json
 """

@@ -110,13 +110,16 @@ def main(argv: list[str] | None = None) -> None:
     classifier = ActionClassifier(cfg).to(device)
     frames = data_cfg.clip_frames
 
-    def encode(real: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def one_hot(labels: torch.Tensor) -> torch.Tensor:
+        return F.one_hot(labels, cfg.num_classes).float()
+
+    def encode(real: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return encoder(real, per_step(F.one_hot(labels, cfg.num_classes).float(), frames))
+            return encoder(real, per_step(class_weights, frames))
 
     # Drawn before a resume restores the sampler's stream, so a resumed run continues the same batches.
     real, labels = sampler.clips(PATH_STAT_CLIPS)
-    model.set_path_statistics(encode(real.to(device), labels.to(device)))
+    model.set_path_statistics(encode(real.to(device), one_hot(labels.to(device))))
     ema = (AveragedModel(model.denoiser, multi_avg_fn=get_ema_multi_avg_fn(args.ema)) if args.ema else None)
     optimizer = torch.optim.Adam([*model.denoiser.parameters(), *classifier.parameters()], lr=args.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(args.lr_schedule, args.steps))
@@ -153,7 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     for step in bar:
         real, labels = sampler.clips(args.batch)
         real, labels = real.to(device), labels.to(device)
-        path_loss, motion_loss = model.training_loss(encode(real, labels), F.one_hot(labels, cfg.num_classes).float(),
+        class_weights = one_hot(labels)
+        path_loss, motion_loss = model.training_loss(encode(real, class_weights), class_weights,
                                                      real[:MOTION_BATCH] if args.motion_weight else None)
         loss = path_loss + args.motion_weight * motion_loss
         if step % CLASSIFIER_EVERY == 0:
@@ -171,7 +175,8 @@ def main(argv: list[str] | None = None) -> None:
         done = step + 1
         if done % args.log_every == 0 or done == args.steps:
             # the classifier's values are those of its last step (none yet on a resumed run's first steps)
-            values = {"path_loss": path_loss.item(), "motion_loss": motion_loss.item(), "lr": scheduler.get_last_lr()[0],
+            values = {"path_loss": path_loss.item(), "lr": scheduler.get_last_lr()[0],
+                      **({"motion_loss": motion_loss.item()} if args.motion_weight else {}),
                       **{k: v.item() for k, v in classifier_values.items()}}
             check_finite(done, values)
             log.append(done, values)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from actiongen.app_logic import ActionGenService, PageState
 from actiongen.checkpoint import CheckpointError, load_bundle, save_bundle
-from actiongen.diffusion import LatentPathDiffusion, cosine_schedule
+from actiongen.diffusion import LatentPathDiffusion, TimeConv, cosine_schedule
 from actiongen.generator import Generator
 from actiongen.models import ModelConfig, PoseDecoder, per_step
 from synthetic_h36m import random_bundle
@@ -177,6 +177,20 @@ def test_the_motion_error_compares_decoded_velocities_with_the_real_clips():
         _, more_jittered = model.training_loss(paths, cw, decoded[:4] + 0.3 * jitter)
     assert path_loss < 1e-6 and no_motion == 0 and moved < 1e-6
     assert 1e-4 < jittered < more_jittered
+
+
+@pytest.mark.parametrize("dilation", [1, 2, 8])
+def test_time_conv_computes_the_dilated_convolution_on_one_clip_and_on_batches(dilation):
+    """The single-clip path (unfold and multiply) gives what nn.Conv1d gives, with the same weights and state
+    dict keys, so bundles trained before it load and sample as they did."""
+    torch.manual_seed(dilation)
+    reference = torch.nn.Conv1d(12, 8, 3, padding=dilation, dilation=dilation)
+    conv = TimeConv(12, 8, 3, padding=dilation, dilation=dilation)
+    conv.load_state_dict(reference.state_dict())
+    for batch in (1, 3):
+        x = torch.randn(batch, 12, 50)
+        with torch.no_grad():
+            torch.testing.assert_close(conv(x), reference(x), rtol=1e-6, atol=1e-6)
 
 
 def test_config_names_the_valid_transitions_and_checks_the_sampler():

@@ -54,8 +54,8 @@ gr.set_static_paths([PLOTLY_JS])
 DESCRIPTION = """\
 # ActionGen: stochastic human-action generation
 2D or 3D skeletons of 10 Human3.6M actions, every frame decoded from a point on a smooth path through a
-latent space of poses ([AAAI 2020](https://arxiv.org/abs/1912.10150), re-implemented in PyTorch; the 2D model
-draws the whole path with a diffusion model, the 3D model walks it with the paper's GAN). Every seed is a
+latent space of poses ([AAAI 2020](https://arxiv.org/abs/1912.10150), re-implemented in PyTorch; both models
+draw the whole path with a diffusion model where the paper walks it with a GAN). Every seed is a
 different performance of the same action: browse them in the seeds gallery, blend or switch two actions, or
 interpolate between two seeds.
 """

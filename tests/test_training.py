@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from actiongen.checkpoint import load_bundle
+from actiongen.checkpoint import DEFAULT_BUNDLES, load_bundle
 from actiongen.data import ClipSampler, vectors_to_joints
 from actiongen.generator import Generator
 from actiongen.models import (LatentTransitionGenerator, ModelConfig, PoseCritic, PoseDecoder, PoseEncoder,
@@ -128,20 +128,28 @@ def test_stage2_exports_a_bundle_that_generates(synthetic_root, stage1_run, tmp_
     assert torch.isfinite(frames).all()
 
 
-def test_the_default_presets_are_the_shipped_recipe_and_the_paper_preset_the_seeds(synthetic_root, tmp_path):
-    shipped = load_bundle()  # assets/actiongen.json
-    fast1, paper1 = (stage1_pose.parse_args(["--out", "s1", *extra]) for extra in ([], ["--preset", "paper"]))
+@pytest.mark.parametrize("model", ["2d", "3d"])
+def test_the_default_presets_are_the_shipped_recipe(model):
+    """Both shipped bundles, 2D and 3D, come from the default presets of stage 1 and the diffusion stage."""
+    shipped = load_bundle(DEFAULT_BUNDLES[model])
+    fast1 = stage1_pose.parse_args(["--out", "s1", "--dims", model[0]])
     assert (fast1.decoder_layers, fast1.latent_dim) == (shipped.config.decoder_layers, shipped.config.latent_dim)
     for key in ("steps", "batch", "recon_weight"):
         assert getattr(fast1, key) == shipped.meta["training"]["stage1"][key], key
-    assert (paper1.decoder_layers, paper1.latent_dim, paper1.recon_weight) == (1, 12, 0.0)
-    # an explicit value beats the preset
-    assert stage1_pose.parse_args(["--out", "s1", "--latent-dim", "7"]).latent_dim == 7
     recipe = shipped.meta["training"]["stage2"]
     assert recipe["transition"] == shipped.config.transition == "diffusion"
     fast2 = stage2_diffusion.parse_args(["--stage1", "s1", "--out", "s2"])
     for key in ("steps", "batch", "lr", "lr_schedule", "ema", "motion_weight"):
         assert getattr(fast2, key) == recipe[key], key
+    assert (fast2.channels, fast2.blocks, fast2.levels, fast2.sample_steps) == (
+        shipped.config.diffusion_channels, shipped.config.diffusion_blocks, shipped.config.diffusion_levels,
+        shipped.config.diffusion_sample_steps)
+
+
+def test_the_paper_preset_is_the_seeds_and_an_explicit_value_beats_a_preset(synthetic_root, tmp_path):
+    paper1 = stage1_pose.parse_args(["--out", "s1", "--preset", "paper"])
+    assert (paper1.decoder_layers, paper1.latent_dim, paper1.recon_weight) == (1, 12, 0.0)
+    assert stage1_pose.parse_args(["--out", "s1", "--latent-dim", "7"]).latent_dim == 7
     stage1_pose.main(["--data-root", str(synthetic_root), "--out", str(tmp_path / "paper"), "--preset", "paper",
                       *SMALL, *STAGE1_SIZE])
     state = load_state(tmp_path / "paper")

@@ -116,6 +116,8 @@ class LatentPathDiffusion(nn.Module):
             raise ValueError(f"diffusion_channels must be a multiple of {GROUPS}; got {cfg.diffusion_channels}")
         if cfg.diffusion_solver_order not in SOLVER_ORDERS:
             raise ValueError(f"diffusion_solver_order must be one of {SOLVER_ORDERS}; got {cfg.diffusion_solver_order}")
+        if not (math.isfinite(cfg.diffusion_guidance) and cfg.diffusion_guidance >= 0):
+            raise ValueError(f"diffusion_guidance must be a finite number >= 0; got {cfg.diffusion_guidance}")
         if cfg.diffusion_sample_steps > cfg.diffusion_levels:
             raise ValueError(f"diffusion_sample_steps ({cfg.diffusion_sample_steps}) must be at most "
                              f"diffusion_levels ({cfg.diffusion_levels})")
@@ -137,21 +139,23 @@ class LatentPathDiffusion(nn.Module):
         """z_0 (B, d) uniform in [-1, 1] and step noise (B, T-1, d) standard normal, in this order."""
         return start_and_step_noise(batch, frames, self.cfg.latent_dim, self.cfg.latent_dim, generator, device)
 
-    def training_loss(self, latents: torch.Tensor, class_weights: torch.Tensor,
-                      frames: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def training_loss(self, latents: torch.Tensor, class_weights: torch.Tensor, frames: torch.Tensor | None = None,
+                      unconditioned: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean squared error of the v-prediction at a random noise level per path, and the motion error: the
         mean squared difference between the frame-to-frame velocities of the decoded clean-path prediction and
         of `frames` (B', T, pose_dim), real clips of the first B' paths (zero without them), each clip weighted
         by the share of signal at its level, so that only levels where the path is discernible count.
-        `latents` (B, T, d) are the real clips' paths, `class_weights` (B, C) or (B, T, C). Random numbers
-        come from torch's global generator."""
+        `latents` (B, T, d) are the real clips' paths, `class_weights` (B, C) or (B, T, C); the denoiser sees
+        zero class weights for the paths where `unconditioned` (B,) is true, which guidance needs (the
+        decoder still gets their class). Random numbers come from torch's global generator."""
         x0 = ((latents - self.path_mean) / self.path_std).transpose(1, 2)
         level = torch.randint(1, self.cfg.diffusion_levels + 1, (len(x0),), device=x0.device)
         a = self.alpha_bar[level][:, None, None]
         eps = torch.randn_like(x0)
         noisy = a.sqrt() * x0 + (1 - a).sqrt() * eps
         cw = per_step(class_weights, latents.shape[1])
-        v = self.denoiser(noisy, level, cw)
+        seen = cw if unconditioned is None else cw * ~unconditioned[:, None, None]
+        v = self.denoiser(noisy, level, seen)
         path_loss = F.mse_loss(v, a.sqrt() * eps - (1 - a).sqrt() * x0)
         if frames is None:
             return path_loss, path_loss.new_zeros(())
@@ -172,6 +176,18 @@ class LatentPathDiffusion(nn.Module):
         latents = (x.transpose(1, 2) * self.path_std + self.path_mean).clamp(-1.0, 1.0)
         return latents, latents[:, 1:] - latents[:, :-1]
 
+    def velocity(self, x: torch.Tensor, level: int, class_weights: torch.Tensor) -> torch.Tensor:
+        """The v-prediction for noisy paths `x` at `level`, guided by `diffusion_guidance` w: (1 + w) times the
+        class-conditioned prediction minus w times the unconditioned one (zero class weights, which give zero
+        class scale and shift), both from one batched pass."""
+        w = self.cfg.diffusion_guidance
+        if not w:
+            return self.denoiser(x, torch.full((len(x),), level, device=x.device), class_weights)
+        both = self.denoiser(torch.cat([x, x]), torch.full((2 * len(x),), level, device=x.device),
+                             torch.cat([class_weights, torch.zeros_like(class_weights)]))
+        conditioned, unconditioned = both.chunk(2)
+        return conditioned + w * (conditioned - unconditioned)
+
     def solve(self, x: torch.Tensor, class_weights: torch.Tensor, levels: list[int]) -> torch.Tensor:
         """The clean path from noisy paths `x` at levels[0], along the descending `levels` (ending at 0), by
         the deterministic DPM-Solver++ (Lu et al. 2022) of order `diffusion_solver_order`. Order 1 is DDIM;
@@ -180,7 +196,7 @@ class LatentPathDiffusion(nn.Module):
         prediction = step_before = None
         for level, level_next in zip(levels[:-1], levels[1:]):
             a, a_next = self.alpha_bar[level], self.alpha_bar[level_next]
-            v = self.denoiser(x, torch.full((len(x),), level, device=x.device), class_weights)
+            v = self.velocity(x, level, class_weights)
             clean = a.sqrt() * x - (1 - a).sqrt() * v
             if level_next == 0:
                 return clean

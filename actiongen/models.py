@@ -61,6 +61,9 @@ class ModelConfig:
     diffusion_levels: int = 200
     diffusion_sample_steps: int = 50
     diffusion_solver_order: int = 2
+    # Classifier-free guidance at sampling: v = v(class) + w (v(class) - v(no class)), with "no class" the zero
+    # class weights that a denoiser trained with --class-dropout has learnt; 0: off (one denoiser pass a step).
+    diffusion_guidance: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)

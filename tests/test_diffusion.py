@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -179,6 +180,52 @@ def test_the_motion_error_compares_decoded_velocities_with_the_real_clips():
     assert 1e-4 < jittered < more_jittered
 
 
+class RecordingDenoiser(torch.nn.Module):
+    """Predicts v = x + class weights of class 0 (so guidance has something to amplify) and records the class
+    weights it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor, level: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
+        self.seen.append(class_weights.clone())
+        return x + class_weights[:, None, :, 0]
+
+
+def test_guidance_extrapolates_from_the_unconditioned_prediction_to_the_conditioned_one():
+    model = tiny_model()
+    x, cw = torch.randn(3, TINY.latent_dim, 10), per_step(one_hot([0, 0, 1]), 10)
+    with torch.no_grad():
+        conditioned = model.denoiser(x, torch.full((3,), 7), cw)
+        unconditioned = model.denoiser(x, torch.full((3,), 7), torch.zeros_like(cw))
+        torch.testing.assert_close(model.velocity(x, 7, cw), conditioned)  # guidance 0: the plain prediction
+        model.cfg = replace(TINY, diffusion_guidance=2.0)
+        torch.testing.assert_close(model.velocity(x, 7, cw), conditioned + 2.0 * (conditioned - unconditioned))
+    assert not torch.allclose(conditioned, unconditioned)
+    recording = RecordingDenoiser()
+    model.denoiser = recording
+    with torch.no_grad():
+        guided, _ = model.latent_path(*model.sample_inputs(3, 10), one_hot([0, 0, 1]))
+    # one batched pass a step: the clips with their classes, then the same clips with none
+    assert recording.seen and all(len(seen) == 6 and seen[3:].abs().sum() == 0 and seen[:3].sum() == 30
+                                  for seen in recording.seen)
+    assert guided.shape == (3, 10, TINY.latent_dim) and torch.isfinite(guided).all()
+    with pytest.raises(ValueError, match="diffusion_guidance must be a finite number >= 0; got -1.0"):
+        LatentPathDiffusion(replace(TINY, diffusion_guidance=-1.0), PoseDecoder(TINY))
+
+
+def test_class_dropout_hides_the_class_from_the_denoiser_only():
+    """Paths marked unconditioned reach the denoiser with zero class weights; the others keep theirs."""
+    model = tiny_model()
+    model.denoiser = RecordingDenoiser()
+    paths, cw = torch.rand(4, 12, TINY.latent_dim) * 2 - 1, one_hot([0, 1, 2, 3])
+    model.training_loss(paths, cw, unconditioned=torch.tensor([True, False, True, False]))
+    seen = model.denoiser.seen[0]
+    assert seen[[0, 2]].abs().sum() == 0
+    assert torch.equal(seen[[1, 3]], per_step(cw, 12)[[1, 3]])
+
+
 @pytest.mark.parametrize("dilation", [1, 2, 8])
 def test_time_conv_computes_the_dilated_convolution_on_one_clip_and_on_batches(dilation):
     """The single-clip path (unfold and multiply) gives what nn.Conv1d gives, with the same weights and state
@@ -259,7 +306,7 @@ def stage1_encoder_run(synthetic_root, tmp_path_factory):
 def test_stage2_diffusion_trains_resumes_and_exports_a_bundle_that_generates(synthetic_root, stage1_encoder_run,
                                                                               tmp_path, monkeypatch):
     common = ["--data-root", str(synthetic_root), "--stage1", str(stage1_encoder_run), *SMALL, *SUBJECTS,
-              *TINY_DENOISER, "--motion-weight", "10"]
+              *TINY_DENOISER, "--motion-weight", "10", "--class-dropout", "0.5", "--guidance", "1.5"]
     stage2_diffusion.main([*common, "--out", str(tmp_path / "straight"), "--steps", "4"])
     save_state = stage2_diffusion.save_state
 
@@ -293,6 +340,8 @@ def test_stage2_diffusion_trains_resumes_and_exports_a_bundle_that_generates(syn
     assert bundle.config.transition == "diffusion" and bundle.config.latent_dim == 6
     assert bundle.meta["training"]["stage2"]["transition"] == "diffusion"
     assert bundle.meta["training"]["stage2"]["motion_weight"] == 10
+    assert bundle.meta["training"]["stage2"]["class_dropout"] == 0.5
+    assert bundle.config.diffusion_guidance == bundle.meta["training"]["stage2"]["guidance"] == 1.5
     for name, value in stage1["decoder"].items():  # the decoder is stage 1's, untouched
         assert torch.equal(bundle.transition.decoder.state_dict()[name], value)
     clip = Generator.load(tmp_path / "straight" / "actiongen.json").sample("Walking", seed=3)
@@ -308,3 +357,14 @@ def test_stage2_diffusion_refuses_a_stage1_without_encoder_and_the_paper_preset(
         stage2_diffusion.main(common)
     with pytest.raises(SystemExit, match="only the fast preset"):
         stage2_diffusion.main([*common, "--preset", "paper"])
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--guidance", "2"], "--guidance needs a denoiser that has learnt paths without their class: give "
+                          "--class-dropout"),
+    (["--class-dropout", "1"], r"--class-dropout must be in \[0, 1\); got 1.0"),
+    (["--class-dropout", "0.1", "--guidance", "-1"], "--guidance must be at least 0; got -1.0")])
+def test_stage2_diffusion_refuses_guidance_it_cannot_give(options, message, capsys):
+    with pytest.raises(SystemExit):
+        stage2_diffusion.parse_args(["--stage1", "s1", "--out", "s2", *options])
+    assert re.search(message, capsys.readouterr().err)

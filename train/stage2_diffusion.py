@@ -29,7 +29,8 @@ from train.common import (MetricLog, apply_preset, base_parser, bundle_meta, che
 # learning rate and EMA are those of the round-19 model (model card), which reached C2ST 0.69 after 7700
 # iterations; the cosine decay took round 21's 6000 iterations from C2ST 0.604 / MMD 0.136 to 0.588 / 0.113
 # against a constant rate, and 6000 iterations (31 min alone on two threads) keep both stages inside an hour.
-PRESETS = {"fast": dict(steps=6_000, batch=128, lr=1e-3, ema=0.999, lr_schedule="cosine", motion_weight=0.0)}
+PRESETS = {"fast": dict(steps=6_000, batch=128, lr=1e-3, ema=0.999, lr_schedule="cosine", motion_weight=0.0,
+                        class_dropout=0.0, guidance=0.0)}
 LR_SCHEDULES = ("constant", "cosine")
 # The action classifier trains on the first 32 real clips of every 4th batch: its bi-LSTM would otherwise take
 # 40 % of an iteration, and 1500 steps of 32 clips suffice (the LSTM walk's stage trains it 1000 times).
@@ -50,6 +51,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--motion-weight", type=float,
                    help="weight of the motion error: decoded clean-path predictions' frame velocities against "
                         "the real clips' (0: off)")
+    p.add_argument("--class-dropout", type=float,
+                   help="share of training paths whose class the denoiser does not see (zero class weights), so "
+                        "that sampling can be guided (0: off)")
+    p.add_argument("--guidance", type=float,
+                   help="classifier-free guidance weight of the exported model's sampler (needs --class-dropout; "
+                        "0: off)")
     p.add_argument("--channels", type=int, default=96, help="width of the denoiser (a multiple of 8)")
     p.add_argument("--blocks", type=int, default=8, help="residual blocks of the denoiser")
     p.add_argument("--levels", type=int, default=200, help="noise levels in training")
@@ -60,7 +67,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.preset != "fast":
         raise SystemExit("error: the diffusion stage has only the fast preset; the paper's stage 2 is "
                          "python -m train.stage2_sequence --preset paper")
-    return apply_preset(args, PRESETS)
+    args = apply_preset(args, PRESETS)
+    if not 0 <= args.class_dropout < 1:
+        p.error(f"--class-dropout must be in [0, 1); got {args.class_dropout}")
+    if args.guidance < 0:
+        p.error(f"--guidance must be at least 0; got {args.guidance}")
+    if args.guidance and not args.class_dropout:
+        p.error("--guidance needs a denoiser that has learnt paths without their class: give --class-dropout "
+                "(e.g. 0.1)")
+    return args
 
 
 def learning_rate_factor(schedule: str, steps: int) -> Callable[[int], float]:
@@ -96,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = replace(ModelConfig.from_dict(stage1["model"]), transition="diffusion", clip_frames=data_cfg.clip_frames,
                   diffusion_channels=args.channels, diffusion_blocks=args.blocks, diffusion_levels=args.levels,
                   diffusion_sample_steps=args.sample_steps,
-                  diffusion_solver_order=args.solver_order)
+                  diffusion_solver_order=args.solver_order, diffusion_guidance=args.guidance)
     decoder, encoder = PoseDecoder(cfg), PoseEncoder(cfg)
     decoder.load_state_dict(stage1["decoder"])
     encoder.load_state_dict(stage1["encoder"])
@@ -145,7 +160,8 @@ def main(argv: list[str] | None = None) -> None:
                                     {"transition": "diffusion", "steps": steps, "minutes": round(minutes, 2),
                                      "preset": args.preset, "batch": args.batch, "lr": args.lr,
                                      "lr_schedule": args.lr_schedule, "ema": args.ema,
-                                     "motion_weight": args.motion_weight}))
+                                     "motion_weight": args.motion_weight, "class_dropout": args.class_dropout,
+                                     "guidance": args.guidance}))
         json_path, weights_path = save_bundle(target, bundle)
         print(f"bundle written: {json_path} + {weights_path.name}")
 
@@ -157,8 +173,10 @@ def main(argv: list[str] | None = None) -> None:
         real, labels = sampler.clips(args.batch)
         real, labels = real.to(device), labels.to(device)
         class_weights = one_hot(labels)
+        unconditioned = (torch.rand(len(labels), device=device) < args.class_dropout) if args.class_dropout else None
         path_loss, motion_loss = model.training_loss(encode(real, class_weights), class_weights,
-                                                     real[:MOTION_BATCH] if args.motion_weight else None)
+                                                     real[:MOTION_BATCH] if args.motion_weight else None,
+                                                     unconditioned)
         loss = path_loss + args.motion_weight * motion_loss
         if step % CLASSIFIER_EVERY == 0:
             logits = classifier(real[:CLASSIFIER_BATCH])

@@ -128,9 +128,10 @@ def test_stage2_exports_a_bundle_that_generates(synthetic_root, stage1_run, tmp_
     assert torch.isfinite(frames).all()
 
 
-@pytest.mark.parametrize("model", ["2d", "3d"])
-def test_the_default_presets_are_the_shipped_recipe(model):
-    """Both shipped bundles, 2D and 3D, come from the default presets of stage 1 and the diffusion stage."""
+@pytest.mark.parametrize("model, options", [("2d", []), ("3d", ["--class-dropout", "0", "--guidance", "0"])])
+def test_the_default_presets_are_the_shipped_recipe(model, options):
+    """Both shipped bundles come from the default presets of stage 1 and the diffusion stage, the 3D one
+    without guidance (the README's commands)."""
     shipped = load_bundle(DEFAULT_BUNDLES[model])
     fast1 = stage1_pose.parse_args(["--out", "s1", "--dims", model[0]])
     assert (fast1.decoder_layers, fast1.latent_dim) == (shipped.config.decoder_layers, shipped.config.latent_dim)
@@ -138,9 +139,10 @@ def test_the_default_presets_are_the_shipped_recipe(model):
         assert getattr(fast1, key) == shipped.meta["training"]["stage1"][key], key
     recipe = shipped.meta["training"]["stage2"]
     assert recipe["transition"] == shipped.config.transition == "diffusion"
-    fast2 = stage2_diffusion.parse_args(["--stage1", "s1", "--out", "s2"])
-    for key in ("steps", "batch", "lr", "lr_schedule", "ema", "motion_weight"):
+    fast2 = stage2_diffusion.parse_args(["--stage1", "s1", "--out", "s2", *options])
+    for key in ("steps", "batch", "lr", "lr_schedule", "ema", "motion_weight", "class_dropout", "guidance"):
         assert getattr(fast2, key) == recipe[key], key
+    assert shipped.config.diffusion_guidance == fast2.guidance
     assert (fast2.channels, fast2.blocks, fast2.levels, fast2.sample_steps) == (
         shipped.config.diffusion_channels, shipped.config.diffusion_blocks, shipped.config.diffusion_levels,
         shipped.config.diffusion_sample_steps)

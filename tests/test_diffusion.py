@@ -207,9 +207,10 @@ def test_guidance_extrapolates_from_the_unconditioned_prediction_to_the_conditio
     model.denoiser = recording
     with torch.no_grad():
         guided, _ = model.latent_path(*model.sample_inputs(3, 10), one_hot([0, 0, 1]))
-    # one batched pass a step: the clips with their classes, then the same clips with none
-    assert recording.seen and all(len(seen) == 6 and seen[3:].abs().sum() == 0 and seen[:3].sum() == 30
-                                  for seen in recording.seen)
+    # two passes a step: the clips with their classes, then the same clips with none
+    assert len(recording.seen) == 2 * TINY.diffusion_sample_steps
+    assert all(seen.sum() == 30 for seen in recording.seen[::2])
+    assert all(seen.abs().sum() == 0 for seen in recording.seen[1::2])
     assert guided.shape == (3, 10, TINY.latent_dim) and torch.isfinite(guided).all()
     with pytest.raises(ValueError, match="diffusion_guidance must be a finite number >= 0; got -1.0"):
         LatentPathDiffusion(replace(TINY, diffusion_guidance=-1.0), PoseDecoder(TINY))
@@ -360,7 +361,8 @@ def test_stage2_diffusion_refuses_a_stage1_without_encoder_and_the_paper_preset(
 
 
 @pytest.mark.parametrize("options, message", [
-    (["--guidance", "2"], "--guidance needs a denoiser that has learnt paths without their class: give "
+    (["--class-dropout", "0", "--guidance", "2"], "--guidance needs a denoiser that has learnt paths without "
+                                                  "their class: give "
                           "--class-dropout"),
     (["--class-dropout", "1"], r"--class-dropout must be in \[0, 1\); got 1.0"),
     (["--class-dropout", "0.1", "--guidance", "-1"], "--guidance must be at least 0; got -1.0")])

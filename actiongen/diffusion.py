@@ -179,14 +179,14 @@ class LatentPathDiffusion(nn.Module):
     def velocity(self, x: torch.Tensor, level: int, class_weights: torch.Tensor) -> torch.Tensor:
         """The v-prediction for noisy paths `x` at `level`, guided by `diffusion_guidance` w: (1 + w) times the
         class-conditioned prediction minus w times the unconditioned one (zero class weights, which give zero
-        class scale and shift). Two passes, not one of twice the batch: a single clip then stays on the same
-        one-clip kernels as unguided sampling (a batch of two goes through oneDNN), at a quarter more time."""
-        levels = torch.full((len(x),), level, device=x.device)
-        conditioned = self.denoiser(x, levels, class_weights)
+        class scale and shift), both from one batched pass (a single guided clip: 180-190 ms against 240 ms
+        for two passes)."""
         w = self.cfg.diffusion_guidance
         if not w:
-            return conditioned
-        unconditioned = self.denoiser(x, levels, torch.zeros_like(class_weights))
+            return self.denoiser(x, torch.full((len(x),), level, device=x.device), class_weights)
+        both = self.denoiser(torch.cat([x, x]), torch.full((2 * len(x),), level, device=x.device),
+                             torch.cat([class_weights, torch.zeros_like(class_weights)]))
+        conditioned, unconditioned = both.chunk(2)
         return conditioned + w * (conditioned - unconditioned)
 
     def solve(self, x: torch.Tensor, class_weights: torch.Tensor, levels: list[int]) -> torch.Tensor:

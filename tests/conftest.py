@@ -3,6 +3,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -10,6 +11,16 @@ from actiongen.data import DataConfig, load_pose_data
 from synthetic_h36m import write_archive, write_random_bundle
 
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "h36m"
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Training entry points set torch's thread count for their process (--threads); called in-process by a
+    test, they would leave every later test on it, and results can differ by thread count (a later test that
+    compares a clip with one from a fresh process failed that way)."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -207,10 +207,9 @@ def test_guidance_extrapolates_from_the_unconditioned_prediction_to_the_conditio
     model.denoiser = recording
     with torch.no_grad():
         guided, _ = model.latent_path(*model.sample_inputs(3, 10), one_hot([0, 0, 1]))
-    # two passes a step: the clips with their classes, then the same clips with none
-    assert len(recording.seen) == 2 * TINY.diffusion_sample_steps
-    assert all(seen.sum() == 30 for seen in recording.seen[::2])
-    assert all(seen.abs().sum() == 0 for seen in recording.seen[1::2])
+    # one batched pass a step: the clips with their classes, then the same clips with none
+    assert len(recording.seen) == TINY.diffusion_sample_steps
+    assert all(len(seen) == 6 and seen[:3].sum() == 30 and seen[3:].abs().sum() == 0 for seen in recording.seen)
     assert guided.shape == (3, 10, TINY.latent_dim) and torch.isfinite(guided).all()
     with pytest.raises(ValueError, match="diffusion_guidance must be a finite number >= 0; got -1.0"):
         LatentPathDiffusion(replace(TINY, diffusion_guidance=-1.0), PoseDecoder(TINY))

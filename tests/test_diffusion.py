@@ -167,7 +167,7 @@ def test_the_motion_error_compares_decoded_velocities_with_the_real_clips():
     torch.manual_seed(1)
     paths = (0.2 * torch.randn(6, 20, 4)).cumsum(dim=1).tanh()
     model.set_path_statistics(paths)
-    model.denoiser = OracleDenoiser(((paths - model.path_mean) / model.path_std).transpose(1, 2), model.alpha_bar)
+    model.denoiser = OracleDenoiser(model.standardise(paths), model.alpha_bar)
     cw = one_hot([0, 1, 2, 3, 4, 5])
     with torch.no_grad():
         decoded = model.decoder(paths, per_step(cw, 20))
@@ -238,6 +238,30 @@ def test_time_conv_computes_the_dilated_convolution_on_one_clip_and_on_batches(d
         x = torch.randn(batch, 12, 50)
         with torch.no_grad():
             torch.testing.assert_close(conv(x), reference(x), rtol=1e-6, atol=1e-6)
+
+
+def test_sampling_runs_a_trace_of_the_denoiser_that_follows_its_weights():
+    """Outside training and autograd the denoiser runs as a frozen trace, which predicts what the module does for
+    any batch and length; new weights are traced again; in training, and with autograd, the module itself runs
+    and gradients reach it."""
+    model = tiny_model()
+    cw = per_step(one_hot([0, 3, 9]), 30)
+    x, level = torch.randn(3, 4, 30), torch.tensor([3, 10, 20])
+    with torch.no_grad():
+        torch.testing.assert_close(model.denoise(x, level, cw), model.denoiser(x, level, cw))
+        assert isinstance(model._frozen[1], torch.jit.ScriptModule)
+        for batch, frames in ((1, 30), (5, 7), (2, 80)):
+            xb, cb = torch.randn(batch, 4, frames), per_step(one_hot([2] * batch), frames)
+            lb = torch.full((batch,), 7)
+            torch.testing.assert_close(model.denoise(xb, lb, cb), model.denoiser(xb, lb, cb))
+        model.denoiser.load_state_dict(tiny_model(seed=1).denoiser.state_dict())
+        torch.testing.assert_close(model.denoise(x, level, cw), model.denoiser(x, level, cw))
+        torch.testing.assert_close(model.denoise(x, level, cw), tiny_model(seed=1).denoiser(x, level, cw))
+    model.train()
+    with torch.no_grad():
+        assert model.denoise(x, level, cw).grad_fn is None
+    model.denoise(x, level, cw).sum().backward()
+    assert all(p.grad is not None for p in model.denoiser.parameters())
 
 
 def test_config_names_the_valid_transitions_and_checks_the_sampler():

@@ -206,10 +206,11 @@ class LatentPathDiffusion(nn.Module):
     def denoise(self, x: torch.Tensor, level: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
         """The denoiser's v-prediction. Sampling outside training and autograd runs a frozen TorchScript trace
         of it: the same numbers up to float rounding, in about 60 % of the time for one clip, whose eager pass
-        spends most of its time in Python and module calls rather than arithmetic. The trace is made on first use and again
-        whenever the weights, the denoiser or the device change."""
+        spends most of its time in Python and module calls rather than arithmetic. The trace is made on first
+        use and again whenever the weights, the denoiser or the device change."""
         if self.training or torch.is_grad_enabled() or type(self.denoiser) is not LatentPathDenoiser:
             return self.denoiser(x, level, class_weights)
+        # a tensor's _version counts its in-place changes (optimiser steps, load_state_dict): new weights
         key = (id(self.denoiser), x.device, tuple(p._version for p in self.denoiser.parameters()))
         if self._frozen is None or self._frozen[0] != key:
             with warnings.catch_warnings():

@@ -249,7 +249,7 @@ def test_sampling_runs_a_trace_of_the_denoiser_that_follows_its_weights():
     x, level = torch.randn(3, 4, 30), torch.tensor([3, 10, 20])
     with torch.no_grad():
         torch.testing.assert_close(model.denoise(x, level, cw), model.denoiser(x, level, cw))
-        assert isinstance(model._frozen[1], torch.jit.ScriptModule)
+        assert isinstance(model._frozen[4], torch.jit.ScriptModule)
         for batch, frames in ((1, 30), (5, 7), (2, 80)):
             xb, cb = torch.randn(batch, 4, frames), per_step(one_hot([2] * batch), frames)
             lb = torch.full((batch,), 7)

@@ -326,8 +326,9 @@ def stage1_encoder_run(synthetic_root, tmp_path_factory):
 
 def test_stage2_diffusion_trains_resumes_and_exports_a_bundle_that_generates(synthetic_root, stage1_encoder_run,
                                                                               tmp_path, monkeypatch):
-    common = ["--data-root", str(synthetic_root), "--stage1", str(stage1_encoder_run), *SMALL, *SUBJECTS,
-              *TINY_DENOISER, "--motion-weight", "10", "--class-dropout", "0.5", "--guidance", "1.5"]
+    unguided = ["--data-root", str(synthetic_root), "--stage1", str(stage1_encoder_run), *SMALL, *SUBJECTS,
+                *TINY_DENOISER, "--motion-weight", "10"]
+    common = [*unguided, "--class-dropout", "0.5", "--guidance", "1.5"]
     stage2_diffusion.main([*common, "--out", str(tmp_path / "straight"), "--steps", "4"])
     save_state = stage2_diffusion.save_state
 
@@ -355,6 +356,9 @@ def test_stage2_diffusion_trains_resumes_and_exports_a_bundle_that_generates(syn
     with pytest.raises(SystemExit, match="was trained with --lr-schedule cosine; resume it with the same"):
         stage2_diffusion.main([*common, "--out", str(tmp_path / "split"), "--steps", "8", "--resume",
                                "--lr-schedule", "constant"])
+    # The preset's class dropout (0.1) and guidance would otherwise change a run trained with 0.5 mid-way.
+    with pytest.raises(SystemExit, match="was trained with --class-dropout 0.5; resume it with the same"):
+        stage2_diffusion.main([*unguided, "--out", str(tmp_path / "split"), "--steps", "4", "--resume"])
     assert (tmp_path / "straight" / "samples_000004.png").stat().st_size > 0
     stage1 = load_state(stage1_encoder_run)
     bundle = load_bundle(tmp_path / "straight" / "actiongen.json")

@@ -89,14 +89,20 @@ def learning_rate_factor(schedule: str, steps: int) -> Callable[[int], float]:
     return lambda step: 1.0
 
 
-def check_schedule_unchanged(saved: dict, args: argparse.Namespace) -> None:
-    """A resumed run keeps its learning-rate schedule: a cosine's rate at each iteration depends on --steps."""
+def check_recipe_unchanged(saved: dict, args: argparse.Namespace) -> None:
+    """A resumed run keeps its learning-rate schedule (a cosine's rate at each iteration depends on --steps)
+    and its class dropout: whether the denoiser learns paths without their class decides whether the
+    exported sampler may be guided, and a preset default must not switch it on halfway through a run."""
     schedule = saved.get("lr_schedule", "constant")
     if schedule != args.lr_schedule:
         raise SystemExit(f"error: {args.out} was trained with --lr-schedule {schedule}; resume it with the same")
     if schedule == "cosine" and saved["steps"] != args.steps:
         raise SystemExit(f"error: {args.out} decays its learning rate over --steps {saved['steps']}; resume it with "
                          f"the same --steps (a constant schedule can be extended)")
+    dropout = saved.get("class_dropout", 0.0)
+    if dropout != args.class_dropout:
+        raise SystemExit(f"error: {args.out} was trained with --class-dropout {dropout:g}; resume it with the same "
+                         f"(and --guidance 0 if that is 0)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -147,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     start, elapsed = 0, 0.0
     if args.resume:
         saved = load_state(args.out)
-        check_schedule_unchanged(saved["args"], args)
+        check_recipe_unchanged(saved["args"], args)
         start, elapsed = resume(args.out, stateful, sampler.rng, log, saved)
 
     def exported() -> LatentPathDiffusion:

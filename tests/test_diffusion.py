@@ -243,21 +243,28 @@ def test_time_conv_computes_the_dilated_convolution_on_one_clip_and_on_batches(d
 def test_sampling_runs_a_trace_of_the_denoiser_that_follows_its_weights():
     """Outside training and autograd the denoiser runs as a frozen trace, which predicts what the module does for
     any batch and length; new weights are traced again; with autograd the module itself runs and gradients
-    reach it."""
+    reach it. The films a sampler computes once (class part per sample, level part per level) give the
+    module's prediction."""
     model = tiny_model()
     cw = per_step(one_hot([0, 3, 9]), 30)
     x, level = torch.randn(3, 4, 30), torch.tensor([3, 10, 20])
+
+    def films(level: torch.Tensor, cw: torch.Tensor) -> torch.Tensor:
+        return model.denoiser.level_films(level) + model.denoiser.class_films(cw)
     with torch.no_grad():
-        torch.testing.assert_close(model.denoise(x, level, cw), model.denoiser(x, level, cw))
+        torch.testing.assert_close(model.filmed(x, films(level, cw)), model.denoiser(x, level, cw))
         assert isinstance(model._frozen[4], torch.jit.ScriptModule)
         for batch, frames in ((1, 30), (5, 7), (2, 80)):
             xb, cb = torch.randn(batch, 4, frames), per_step(one_hot([2] * batch), frames)
             lb = torch.full((batch,), 7)
-            torch.testing.assert_close(model.denoise(xb, lb, cb), model.denoiser(xb, lb, cb))
+            torch.testing.assert_close(model.filmed(xb, films(lb, cb)), model.denoiser(xb, lb, cb))
+            field = model.velocity_field(cb, [7, 3])
+            torch.testing.assert_close(field(xb, 0), model.denoiser(xb, lb, cb))
+            torch.testing.assert_close(field(xb, 1), model.denoiser(xb, torch.full((batch,), 3), cb))
         model.denoiser.load_state_dict(tiny_model(seed=1).denoiser.state_dict())
-        torch.testing.assert_close(model.denoise(x, level, cw), model.denoiser(x, level, cw))
-        torch.testing.assert_close(model.denoise(x, level, cw), tiny_model(seed=1).denoiser(x, level, cw))
-    model.denoise(x, level, cw).sum().backward()
+        torch.testing.assert_close(model.filmed(x, films(level, cw)), model.denoiser(x, level, cw))
+        torch.testing.assert_close(model.filmed(x, films(level, cw)), tiny_model(seed=1).denoiser(x, level, cw))
+    model.filmed(x, films(level, cw)).sum().backward()
     assert all(p.grad is not None for p in model.denoiser.parameters())
 
 

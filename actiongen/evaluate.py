@@ -207,7 +207,24 @@ def subjects_label(subjects: tuple[int, ...] | list[int]) -> str:
     return ", ".join(f"S{s}" for s in subjects)
 
 
-def build_rows(data: PoseData, scorer: Scorer, per_class: int, generator=None, progress: bool = True) -> list[Row]:
+class GeneratedClips:
+    """Each evaluation seed's generated clips, drawn on first use and kept, so that the MMD rows and the
+    realism measurements read the same clips (drawing them twice took a third of a full evaluation's time;
+    one 2D seed at 1000 clips per class keeps about 60 MB)."""
+
+    def __init__(self, generator: Generator, actions: tuple[str, ...], per_class: int, progress: bool) -> None:
+        self.generator, self.actions, self.per_class, self.progress = generator, actions, per_class, progress
+        self.by_seed: dict[int, dict[str, SampleBatch]] = {}
+
+    def get(self, seed: int) -> dict[str, SampleBatch]:
+        if seed not in self.by_seed:
+            self.by_seed[seed] = generate_per_class(self.generator, self.actions, self.per_class, seed,
+                                                    self.progress)
+        return self.by_seed[seed]
+
+
+def build_rows(data: PoseData, scorer: Scorer, per_class: int, generated: GeneratedClips | None = None,
+               progress: bool = True) -> list[Row]:
     cfg = data.config
     bar = tqdm(total=6, desc="reference sets", unit="set", disable=not progress, leave=False)
 
@@ -222,14 +239,14 @@ def build_rows(data: PoseData, scorer: Scorer, per_class: int, generator=None, p
     train_name = f"train ({subjects_label(cfg.train_subjects)})"
     test_name = f"test ({subjects_label(cfg.test_subjects)})"
     rows = []
-    if generator is not None:
-        generated: dict[int, ClipSet] = {}
+    if generated is not None:
+        scored_seed: dict[int, ClipSet] = {}
 
         def generate(seed: int) -> ClipSet:
-            if seed not in generated:
-                generated.clear()
-                generated[seed] = generate_set(generator, scorer, data.stats, per_class, seed, progress)
-            return generated[seed]
+            if seed not in scored_seed:
+                scored_seed.clear()
+                scored_seed[seed] = score_generated(generated.get(seed), scorer, data.stats)
+            return scored_seed[seed]
 
         rows += [Row("ActionGen", train_name, "model", generate, train),
                  Row("ActionGen", test_name, "model", generate, test)]
@@ -263,10 +280,8 @@ def generate_per_class(generator: Generator, actions: tuple[str, ...], per_class
                                             disable=not progress, leave=False))}
 
 
-def generate_set(generator: Generator, scorer: Scorer, data_stats: NormStats, per_class: int, seed: int,
-                 progress: bool) -> ClipSet:
-    """`per_class` generated clips of every action, as normalised vectors with the data's statistics."""
-    batches = generate_per_class(generator, scorer.actions, per_class, seed, progress)
+def score_generated(batches: dict[str, SampleBatch], scorer: Scorer, data_stats: NormStats) -> ClipSet:
+    """Generated clips of every action as normalised vectors with the data's statistics, scored."""
     clips = {action: joints_to_vectors(batch.joints, data_stats).astype(np.float32)
              for action, batch in batches.items()}
     return scorer.score(clips, own_scores=np.concatenate([batch.probabilities for batch in batches.values()]))
@@ -399,7 +414,7 @@ def evaluate(args: argparse.Namespace, command: str) -> dict:
     cfg = protocol_data_config(args)
     data = load_pose_data(cfg)
     recognizer = None if args.recognizer.lower() == "none" else load_recognizer(args.recognizer)
-    generator = classifier = classifier_stats = None
+    generator = classifier = classifier_stats = generated = None
     if not args.references_only:
         generator = Generator.load(args.checkpoint, device=args.device)
         classifier, classifier_stats = generator.bundle.classifier, generator.stats
@@ -410,13 +425,13 @@ def evaluate(args: argparse.Namespace, command: str) -> dict:
                 and np.allclose(generator.stats.std, data.stats.std, rtol=1e-3)):
             warnings.warn("the checkpoint's normalisation statistics differ from this data's: it was trained on "
                           "other data or subjects; clips are compared in this data's normalisation", stacklevel=2)
+        generated = GeneratedClips(generator, cfg.actions, args.per_class, progress)
     scorer = Scorer(data.stats, cfg.actions, recognizer, classifier, classifier_stats)
-    rows = build_rows(data, scorer, args.per_class, generator, progress)
+    rows = build_rows(data, scorer, args.per_class, generated, progress)
     summaries = run_rows(rows, args.seeds, args.per_class, progress)
     realism_summary = None
-    if generator is not None and not args.no_realism:
-        realism_summary = measure_realism(generator, data, args.per_class, args.seeds, str(generator.device),
-                                          progress)
+    if generated is not None and not args.no_realism:
+        realism_summary = measure_realism(generated, data, args.seeds, progress)
     return {
         "command": command,
         "checkpoint": None if generator is None else str(args.checkpoint or "assets/actiongen.json"),
@@ -429,13 +444,15 @@ def evaluate(args: argparse.Namespace, command: str) -> dict:
     }
 
 
-def measure_realism(generator: Generator, data: PoseData, per_class: int, seeds: list[int], device: str,
-                    progress: bool) -> dict:
-    """actiongen.realism's measurements with their reference rows for every seed, summarised over the seeds."""
+def measure_realism(generated: GeneratedClips, data: PoseData, seeds: list[int], progress: bool) -> dict:
+    """actiongen.realism's measurements with their reference rows for every seed, on the seeds' clips that the
+    MMD rows read, summarised over the seeds."""
+    generator = generated.generator
     with realism.torch_threads(1):
         real = realism.RealSets.load(data)
-        return realism.summarise_seeds([realism.measure_generator(generator, data, real, per_class, seed, device,
-                                                                  references=True, progress=progress)
+        return realism.summarise_seeds([realism.measure_generator(generator, data, real, generated.per_class, seed,
+                                                                  str(generator.device), references=True,
+                                                                  progress=progress, batches=generated.get(seed))
                                         for seed in seeds])
 
 

@@ -34,7 +34,7 @@ from .data import (ClipDataset, DataConfig, H36MDataError, PoseData, default_dat
                    load_pose_data, vectors_to_joints)
 # The module object, not its names: actiongen.evaluate imports this module in turn.
 from . import evaluate
-from .generator import FPS, MAX_FRAMES, Generator, check_int
+from .generator import FPS, MAX_FRAMES, Generator, SampleBatch, check_int
 from .metrics import paired_subsets
 from .skeleton import BONES, HIP, JOINT_NAMES, NUM_JOINTS
 
@@ -416,16 +416,21 @@ def mmd_against_training(generated: dict[str, np.ndarray], real: RealSets, data:
 
 def measure_generator(generator: Generator, data: PoseData, real: RealSets, per_class: int, seed: int,
                       device: str = "cpu", references: bool = False, progress: bool = True,
-                      mmd_per_class: int | None = None, skip_frames: int = 0) -> dict:
+                      mmd_per_class: int | None = None, skip_frames: int = 0,
+                      batches: dict[str, SampleBatch] | None = None) -> dict:
     """C2ST, motion ratios against the training clips and latent occupancy of one generator and seed; with
     `mmd_per_class`, also the MMD against the training clips at that many clips per class. With
     `skip_frames` N, each clip is the last clip-length frames of an N frames longer sample: a window from the
     middle of a longer motion, as every real clip is, which the way a sample starts cannot help (model card,
-    round 18: a start transient moved a C2ST from 0.76 to 0.61)."""
+    round 18: a start transient moved a C2ST from 0.76 to 0.61). `batches`: this seed's clips already drawn
+    (evaluate.GeneratedClips), measured instead of drawing them again."""
     skip_frames = check_int(skip_frames, "skip_frames", 0, MAX_FRAMES - data.config.clip_frames)
     actions = data.config.actions
-    batches = evaluate.generate_per_class(generator, actions, per_class, seed, progress, classify=False,
-                                          frames=data.config.clip_frames + skip_frames)
+    if batches is not None and skip_frames:
+        raise ValueError("clips drawn beforehand are measured whole: give either batches or skip_frames")
+    if batches is None:
+        batches = evaluate.generate_per_class(generator, actions, per_class, seed, progress, classify=False,
+                                              frames=data.config.clip_frames + skip_frames)
     joints = {a: b.joints[:, skip_frames:] for a, b in batches.items()}
     latents = {a: b.latents[:, skip_frames:] for a, b in batches.items()}
     generated = {a: joints_to_vectors(j, data.stats).astype(np.float32) for a, j in joints.items()}

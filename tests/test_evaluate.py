@@ -109,6 +109,21 @@ def test_markdown_with_a_checkpoint_has_the_realism_tables(synthetic_config, bun
     assert "| Generated / real (training clips) |" in text and "Latent occupancy:" in text
 
 
+def test_each_seed_draws_its_clips_once_for_the_mmd_rows_and_the_realism(synthetic_config, bundle_path,
+                                                                          monkeypatch):
+    drawn = []
+    draw = evaluate.generate_per_class
+
+    def counted(generator, actions, per_class, seed, *args, **kwargs):
+        drawn.append(seed)
+        return draw(generator, actions, per_class, seed, *args, **kwargs)
+    monkeypatch.setattr(evaluate, "generate_per_class", counted)  # realism draws through this module too
+    report = evaluate.main(cli_args(synthetic_config, "--checkpoint", str(bundle_path), "--recognizer", "none",
+                                    "--seeds", "0", "1", "--per-class", "3"))
+    assert drawn == [0, 1]
+    assert len(report["realism"]["c2st"]["ActionGen"]["accuracy"]["values"]) == 2
+
+
 def test_no_realism_skips_the_realism_measurements(synthetic_config, bundle_path, capsys):
     report = evaluate.main(cli_args(synthetic_config, "--checkpoint", str(bundle_path), "--recognizer", "none",
                                     "--seeds", "0", "--per-class", "3", "--no-realism"))

@@ -65,8 +65,9 @@ class PathBlock(nn.Module):
     """Residual block: a dilated conv over time, then a conv, each after GroupNorm and SiLU; the noise level
     (per clip) and each frame's class weights scale and shift the features. Both enter linearly, as one
     embedding of level and class would, but the class part maps 10 weights per frame, not a whole embedding:
-    half the cost of an iteration. `film` gives the scale and shift, `forward` applies them: a sampler
-    computes the class part once per sample and the level part once per level (see LatentPathDenoiser)."""
+    half the cost of an iteration. `film_level` and `film_class` give the two parts of the scale and shift,
+    `forward` applies their sum: a sampler computes the class part once per sample and the level part once per
+    level (LatentPathDenoiser.class_films and level_films)."""
 
     def __init__(self, channels: int, num_classes: int, dilation: int) -> None:
         super().__init__()
@@ -217,10 +218,6 @@ class LatentPathDiffusion(nn.Module):
         latents = self.unstandardise(x).clamp(-1.0, 1.0)
         return latents, latents[:, 1:] - latents[:, :-1]
 
-    def velocity(self, x: torch.Tensor, level: int, class_weights: torch.Tensor) -> torch.Tensor:
-        """The guided v-prediction for noisy paths `x` at `level` (see velocity_field)."""
-        return self.velocity_field(class_weights, [level])(x, 0)
-
     def velocity_field(self, class_weights: torch.Tensor, levels: list[int]
                        ) -> Callable[[torch.Tensor, int], torch.Tensor]:
         """v(x, i): the v-prediction for noisy paths `x` with these class weights (B, T, C) at levels[i], guided
@@ -228,7 +225,8 @@ class LatentPathDiffusion(nn.Module):
         unconditioned one (zero class weights), both from one batched pass (round 23, untraced: a single
         guided clip took 180-190 ms against 240 ms for two passes). The blocks' class scale and shift are
         computed once for all levels, and their level part once per level: a sampler's passes then run only
-        the convolutions (a 3D clip's pass 20-30 % faster than computing both every pass)."""
+        the convolutions (a 3D clip's pass 20-30 % faster than computing both every pass; app requests 7-18 %,
+        round 25)."""
         w = self.cfg.diffusion_guidance
         seen = torch.cat([class_weights, torch.zeros_like(class_weights)]) if w else class_weights
         if type(self.denoiser) is LatentPathDenoiser:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -137,6 +138,21 @@ class Filmed(nn.Module):
         return self.denoiser.filmed(x, films)
 
 
+class FrozenTrace(NamedTuple):
+    """A frozen trace of a denoiser's `filmed` and what it was made from: it is stale once the denoiser object,
+    the device or any parameter's version (its count of in-place changes) differs."""
+
+    denoiser: LatentPathDenoiser
+    device: torch.device
+    parameters: list[torch.Tensor]
+    versions: tuple[int, ...]
+    traced: torch.jit.ScriptModule
+
+    def fits(self, denoiser: LatentPathDenoiser, device: torch.device) -> bool:
+        return (self.denoiser is denoiser and self.device == device
+                and tuple(p._version for p in self.parameters) == self.versions)
+
+
 class LatentPathDiffusion(nn.Module):
     """The diffusion transition model: a denoiser over latent paths standardised per latent dimension
     (`path_mean`, `path_std`: statistics of the encoder's paths of real clips), sampled by an ODE solver in
@@ -159,8 +175,8 @@ class LatentPathDiffusion(nn.Module):
         self.register_buffer("path_mean", torch.zeros(cfg.latent_dim))
         self.register_buffer("path_std", torch.ones(cfg.latent_dim))
         self.register_buffer("alpha_bar", cosine_schedule(cfg.diffusion_levels), persistent=False)
-        # (denoiser, device, its parameters, their versions, trace): a plain tuple, so no submodule and no state
-        self._frozen: tuple | None = None
+        # A plain tuple, so that the trace is no submodule and no state.
+        self._frozen: FrozenTrace | None = None
 
     def set_path_statistics(self, latents: torch.Tensor) -> None:
         """Standardise paths by the per-dimension mean and spread of `latents` (B, T, d), real clips' paths;
@@ -258,8 +274,7 @@ class LatentPathDiffusion(nn.Module):
         # A tensor's _version counts its in-place changes (optimiser steps, load_state_dict): new weights. The
         # parameters are listed once per trace: walking the module tree on every pass took 0.1 ms of its 1.7.
         frozen = self._frozen
-        if (frozen is None or frozen[0] is not self.denoiser or frozen[1] != x.device
-                or tuple(p._version for p in frozen[2]) != frozen[3]):
+        if frozen is None or not frozen.fits(self.denoiser, x.device):
             with warnings.catch_warnings():
                 # torch 2.13 marks torch.jit deprecated (in favour of torch.compile, whose C++ build takes
                 # minutes); the pinned version has it, and the trace is checked against the module in the tests.
@@ -267,9 +282,9 @@ class LatentPathDiffusion(nn.Module):
                 traced = torch.jit.freeze(torch.jit.trace(Filmed(self.denoiser), (x, films),
                                                           check_trace=False))
             parameters = list(self.denoiser.parameters())
-            frozen = self._frozen = (self.denoiser, x.device, parameters, tuple(p._version for p in parameters),
-                                     traced)
-        return frozen[4](x, films)
+            frozen = self._frozen = FrozenTrace(self.denoiser, x.device, parameters,
+                                                tuple(p._version for p in parameters), traced)
+        return frozen.traced(x, films)
 
     def solve(self, x: torch.Tensor, class_weights: torch.Tensor, levels: list[int]) -> torch.Tensor:
         """The clean path from noisy paths `x` at levels[0], along the descending `levels` (ending at 0), by

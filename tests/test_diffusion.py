@@ -253,7 +253,7 @@ def test_sampling_runs_a_trace_of_the_denoiser_that_follows_its_weights():
         return model.denoiser.level_films(level) + model.denoiser.class_films(cw)
     with torch.no_grad():
         torch.testing.assert_close(model.filmed(x, films(level, cw)), model.denoiser(x, level, cw))
-        assert isinstance(model._frozen[4], torch.jit.ScriptModule)
+        assert isinstance(model._frozen.traced, torch.jit.ScriptModule)
         for batch, frames in ((1, 30), (5, 7), (2, 80)):
             xb, cb = torch.randn(batch, 4, frames), per_step(one_hot([2] * batch), frames)
             lb = torch.full((batch,), 7)

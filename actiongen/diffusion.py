@@ -175,7 +175,7 @@ class LatentPathDiffusion(nn.Module):
         self.register_buffer("path_mean", torch.zeros(cfg.latent_dim))
         self.register_buffer("path_std", torch.ones(cfg.latent_dim))
         self.register_buffer("alpha_bar", cosine_schedule(cfg.diffusion_levels), persistent=False)
-        # A plain tuple, so that the trace is no submodule and no state.
+        # A NamedTuple, not a submodule: the trace stays out of the state dict and the module tree.
         self._frozen: FrozenTrace | None = None
 
     def set_path_statistics(self, latents: torch.Tensor) -> None:

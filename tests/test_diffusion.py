@@ -231,13 +231,14 @@ def test_class_dropout_hides_the_class_from_the_denoiser_only():
 
 @pytest.mark.parametrize("dilation", [1, 2, 8])
 def test_time_conv_computes_the_dilated_convolution_on_one_clip_and_on_batches(dilation):
-    """The single-clip path (unfold and multiply) gives what nn.Conv1d gives, with the same weights and state
-    dict keys, so bundles trained before it load and sample as they did."""
+    """The stacked path of one clip or a guided pair (shifted views, one matrix product) and the library's
+    kernel of larger batches give what nn.Conv1d gives, with the same weights and state dict keys, so bundles
+    trained before it load and sample as they did."""
     torch.manual_seed(dilation)
     reference = torch.nn.Conv1d(12, 8, 3, padding=dilation, dilation=dilation)
     conv = TimeConv(12, 8, 3, padding=dilation, dilation=dilation)
     conv.load_state_dict(reference.state_dict())
-    for batch in (1, 3):
+    for batch in (1, 2, 3, 16):
         x = torch.randn(batch, 12, 50)
         with torch.no_grad():
             torch.testing.assert_close(conv(x), reference(x), rtol=1e-6, atol=1e-6)

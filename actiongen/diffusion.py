@@ -68,7 +68,7 @@ class PathBlock(nn.Module):
     """Residual block: a dilated conv over time, then a conv, each after GroupNorm and SiLU; the noise level
     (per clip) and each frame's class weights scale and shift the features. Both enter linearly, as one
     embedding of level and class would, but the class part maps 10 weights per frame, not a whole embedding:
-    half the cost of an iteration. `film_level` and `film_class` give the two parts of the scale and shift,
+    half the cost of an iteration. `level_part` and `class_part` give the two parts of the scale and shift,
     `forward` applies their sum: a sampler computes the class part once per sample and the level part once per
     level (LatentPathDenoiser.class_films and level_films)."""
 
@@ -79,6 +79,14 @@ class PathBlock(nn.Module):
         self.conv2 = nn.Conv1d(channels, channels, 3, padding=1)
         self.film_level = nn.Linear(channels, 2 * channels)
         self.film_class = nn.Linear(num_classes, 2 * channels, bias=False)
+
+    def level_part(self, embedded_level: torch.Tensor) -> torch.Tensor:
+        """(B, 2C, 1) for the noise level's embedding (B, C)."""
+        return self.film_level(embedded_level)[:, :, None]
+
+    def class_part(self, class_weights: torch.Tensor) -> torch.Tensor:
+        """(B, 2C, T) for per-frame class weights (B, T, num_classes)."""
+        return self.film_class(class_weights).transpose(1, 2)
 
     def forward(self, h: torch.Tensor, film: torch.Tensor) -> torch.Tensor:
         """Features h (B, C, T) with the block's scale and shift `film` (B, 2C, T or 1)."""
@@ -107,15 +115,19 @@ class LatentPathDenoiser(nn.Module):
         angle = level.float()[:, None] * (1000.0 / self.levels) * freqs[None]
         return torch.cat([angle.sin(), angle.cos()], dim=1)
 
+    def level_embedding(self, level: torch.Tensor) -> torch.Tensor:
+        """(B, C) for noise levels (B,): what every block's level part reads."""
+        return self.level_mlp(self.level_features(level))
+
     def level_films(self, level: torch.Tensor) -> torch.Tensor:
         """The noise levels' part of every block's scale and shift: (blocks, B, 2C, 1) for levels (B,)."""
-        embedded = self.level_mlp(self.level_features(level))
-        return torch.stack([block.film_level(embedded)[:, :, None] for block in self.blocks])
+        embedded = self.level_embedding(level)
+        return torch.stack([block.level_part(embedded) for block in self.blocks])
 
     def class_films(self, class_weights: torch.Tensor) -> torch.Tensor:
         """The class weights' part of every block's scale and shift: (blocks, B, 2C, T) for (B, T, C); zero
         for zero weights (no bias), which is what guidance's unconditioned prediction sees."""
-        return torch.stack([block.film_class(class_weights).transpose(1, 2) for block in self.blocks])
+        return torch.stack([block.class_part(class_weights) for block in self.blocks])
 
     def filmed(self, x: torch.Tensor, films: torch.Tensor | Iterable[torch.Tensor]) -> torch.Tensor:
         """The v-prediction given every block's scale and shift `films`, (blocks, B, 2C, T) or one per block."""
@@ -127,10 +139,8 @@ class LatentPathDenoiser(nn.Module):
     def forward(self, x: torch.Tensor, level: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
         # Block by block: stacking a training batch's films into one (blocks, B, 2C, T) tensor, and its gradient
         # back apart, took a tenth of an iteration.
-        embedded = self.level_mlp(self.level_features(level))
-        films = (block.film_level(embedded)[:, :, None] + block.film_class(class_weights).transpose(1, 2)
-                 for block in self.blocks)
-        return self.filmed(x, films)
+        embedded = self.level_embedding(level)
+        return self.filmed(x, (block.level_part(embedded) + block.class_part(class_weights) for block in self.blocks))
 
 
 class Filmed(nn.Module):

@@ -128,10 +128,11 @@ def test_stage2_exports_a_bundle_that_generates(synthetic_root, stage1_run, tmp_
     assert torch.isfinite(frames).all()
 
 
-@pytest.mark.parametrize("model, options", [("2d", []), ("3d", ["--class-dropout", "0", "--guidance", "0"])])
+@pytest.mark.parametrize("model, options", [("2d", []),
+                                            ("3d", ["--steps", "8000", "--class-dropout", "0", "--guidance", "0"])])
 def test_the_default_presets_are_the_shipped_recipe(model, options):
     """Both shipped bundles come from the default presets of stage 1 and the diffusion stage, the 3D one
-    without guidance (the README's commands)."""
+    with 8000 iterations and without guidance (the README's commands)."""
     shipped = load_bundle(DEFAULT_BUNDLES[model])
     fast1 = stage1_pose.parse_args(["--out", "s1", "--dims", model[0]])
     assert (fast1.decoder_layers, fast1.latent_dim) == (shipped.config.decoder_layers, shipped.config.latent_dim)

@@ -374,9 +374,21 @@ def add_protocol_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--device", default="cpu", help="device for generation and the realism classifier: cpu, cuda "
                                                    "or auto")
+    add_c2st_fits_argument(p)
     p.add_argument("--out", default=None, help="write the full results as JSON here")
     p.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_c2st_fits_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--c2st-fits", type=int, default=realism.C2STConfig.fits,
+                   help="real-vs-generated classifier fits averaged per seed (1: the single-fit protocol of the "
+                        "releases before round 29)")
+
+
+def check_c2st_fits(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if not 1 <= args.c2st_fits <= realism.MAX_C2ST_FITS:
+        p.error(f"--c2st-fits must be in [1, {realism.MAX_C2ST_FITS}]; got {args.c2st_fits}")
 
 
 def protocol_data_config(args: argparse.Namespace) -> DataConfig:
@@ -391,6 +403,7 @@ def check_protocol_arguments(p: argparse.ArgumentParser, args: argparse.Namespac
         p.error(f"--per-class must be at least {min_per_class}; got {args.per_class}")
     if any(not 0 <= s < 4096 for s in args.seeds):
         p.error(f"--seeds must be in [0, 4096); got {args.seeds}")
+    check_c2st_fits(p, args)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -431,20 +444,21 @@ def evaluate(args: argparse.Namespace, command: str) -> dict:
     summaries = run_rows(rows, args.seeds, args.per_class, progress)
     realism_summary = None
     if generated is not None and not args.no_realism:
-        realism_summary = measure_realism(generated, data, args.seeds, progress)
+        realism_summary = measure_realism(generated, data, args.seeds, realism.C2STConfig(fits=args.c2st_fits), progress)
     return {
         "command": command,
         "checkpoint": None if generator is None else str(args.checkpoint or "assets/actiongen.json"),
         "checkpoint_meta": None if generator is None else generator.bundle.meta,
         "recognizer": None if recognizer is None else {"path": args.recognizer, **recognizer.meta},
         "data": {"root": str(cfg.root), **cfg.provenance()},
-        "seeds": list(args.seeds), "per_class": args.per_class,
+        "seeds": list(args.seeds), "per_class": args.per_class, "c2st_fits": args.c2st_fits,
         "runtime_s": round(time.time() - start, 1),
         "rows": summaries, "published": list(PUBLISHED), "realism": realism_summary,
     }
 
 
-def measure_realism(generated: GeneratedClips, data: PoseData, seeds: list[int], progress: bool) -> dict:
+def measure_realism(generated: GeneratedClips, data: PoseData, seeds: list[int], c2st: realism.C2STConfig,
+                    progress: bool) -> dict:
     """actiongen.realism's measurements with their reference rows for every seed, on the seeds' clips that the
     MMD rows read, summarised over the seeds."""
     generator = generated.generator
@@ -452,7 +466,8 @@ def measure_realism(generated: GeneratedClips, data: PoseData, seeds: list[int],
         real = realism.RealSets.load(data)
         return realism.summarise_seeds([realism.measure_generator(generator, data, real, generated.per_class, seed,
                                                                   str(generator.device), references=True,
-                                                                  progress=progress, batches=generated.get(seed))
+                                                                  progress=progress, batches=generated.get(seed),
+                                                                  c2st_config=c2st)
                                         for seed in seeds])
 
 

@@ -176,7 +176,7 @@ def summarise_bones(per_seed: list[dict[str, np.ndarray]], network_per_seed: lis
 # ----------------------------------------------------------------------------- one seed
 
 def measure_seed(samples: GeneratedSeed, real_3d: realism.RealSets, real_2d: realism.RealSets, seed: int,
-                 device: str, progress: bool) -> dict:
+                 device: str, progress: bool, c2st_config: realism.C2STConfig = realism.C2STConfig()) -> dict:
     """realism's measurements of one seed's clips in 3D (with the C2ST reference rows) and in the 2D view,
     the per-bone CVs of the generated clips and of the network's raw joints, and the fit displacement."""
     actions = samples.views.data_3d.config.actions
@@ -192,7 +192,7 @@ def measure_seed(samples: GeneratedSeed, real_3d: realism.RealSets, real_2d: rea
         real_stats = realism.motion_statistics(real.motion_reference)
         generated_stats = realism.motion_statistics(generated_joints)
         return {"c2st": realism.c2st_rows(generated, real, actions, per_class, seed, device, references,
-                                          progress=progress),
+                                          c2st_config, progress),
                 "motion": {"generated": generated_stats, "real": real_stats,
                            "real_test_subjects": realism.motion_statistics(real.motion_test_subjects),
                            "ratio": realism.motion_ratios(generated_stats, real_stats)},
@@ -253,7 +253,8 @@ def evaluate3d(args: argparse.Namespace, command: str) -> dict:
         summaries = evaluate.run_rows(rows_3d + rows_2d, args.seeds, args.per_class, progress)
         real_3d = realism.RealSets.load(views.data_3d)
         real_2d = realism.RealSets.load(views.data_2d)
-        per_seed = [measure_seed(samples, real_3d, real_2d, seed, args.device, progress)
+        c2st_config = realism.C2STConfig(fits=args.c2st_fits)
+        per_seed = [measure_seed(samples, real_3d, real_2d, seed, args.device, progress, c2st_config)
                     for seed in tqdm(args.seeds, desc="realism and bone lengths", unit="seed",
                                      disable=not progress)]
     real_joints = real_3d.motion_reference
@@ -271,7 +272,7 @@ def evaluate3d(args: argparse.Namespace, command: str) -> dict:
         "data": {"root": str(cfg.root), **cfg.provenance()},
         "camera": {"name": views.camera.name, "subject": cfg.train_subjects[0]},
         "realism_subjects": asdict(real_3d.subjects),
-        "seeds": list(args.seeds), "per_class": args.per_class,
+        "seeds": list(args.seeds), "per_class": args.per_class, "c2st_fits": args.c2st_fits,
         "runtime_s": round(time.time() - start, 1),
         "mmd": summaries[:len(rows_3d)],
         **realism_3d,  # c2st, motion (mm per frame), occupancy

@@ -8,7 +8,8 @@
 - latent occupancy: how much of the latent path sits at the clamp of the decoder's [-1, 1] prior box.
 
     python -m actiongen.realism [--checkpoint assets/actiongen.json] [--per-class 1000] [--seeds 0]
-                                [--skip-frames 0] [--references] [--device cpu] [--threads 1] [--json out.json]
+                                [--c2st-fits 5] [--skip-frames 0] [--references] [--device cpu] [--threads 1]
+                                [--json out.json]
 
 From Python, `evaluate_bundle(path, data, per_class=1000, seed=0)` returns the headline numbers as a flat dict.
 """
@@ -155,6 +156,9 @@ def latent_occupancy(latents: np.ndarray) -> dict:
 
 # ----------------------------------------------------------------------------- classifier two-sample test
 
+MAX_C2ST_FITS = 100
+
+
 @dataclass(frozen=True)
 class C2STConfig:
     hidden: int = 32
@@ -164,6 +168,13 @@ class C2STConfig:
     max_epochs: int = 40
     patience: int = 4  # epochs without a better validation loss before stopping
     validation_share: float = 0.2  # of the fit set, for early stopping
+    # Independent fits averaged per seed, each with its own balanced subsets, validation split and initial
+    # weights: with the clips held fixed, one fit varies by about +- 0.02 overall and +- 0.05 per class (model
+    # card, round 28), as much as a new set of clips does. Fits are cheap next to generating the clips.
+    fits: int = 5
+
+    def __post_init__(self) -> None:
+        check_int(self.fits, "fits", 1, MAX_C2ST_FITS)
 
 
 def motion_features(clips: np.ndarray) -> np.ndarray:
@@ -365,8 +376,29 @@ def c2st_rows(generated: dict[str, np.ndarray] | None, real: RealSets, actions: 
               progress: bool = True) -> dict[str, dict]:
     """C2ST of the generated clips and, with `references`, of the reference rows: the unseen training
     subject's real clips in the generated slot (one take to fit, the other to test: what a perfect generator
-    could score at that size) and the same clips frozen at one frame."""
-    rng = np.random.default_rng(seed)
+    could score at that size) and the same clips frozen at one frame. Each row is the mean of
+    `config.fits` classifier fits (`average_fits`)."""
+    fits: dict[str, list[dict]] = {}
+    with tqdm(total=config.fits, desc=f"two-sample tests (seed {seed})", unit="fit", disable=not progress,
+              leave=False) as bar:
+        for fit in range(config.fits):
+            fit_seed = c2st_fit_seed(seed, fit)
+            for name, split in c2st_splits(generated, real, per_class, references,
+                                           np.random.default_rng(fit_seed)).items():
+                fits.setdefault(name, []).append(c2st(split, actions, fit_seed, device, config))
+            bar.update()
+    return {name: average_fits(results) for name, results in fits.items()}
+
+
+def c2st_fit_seed(seed: int, fit: int) -> int:
+    """The seed of one classifier fit: the first fit takes the evaluation seed itself, so one fit reproduces
+    the single-fit protocol of the releases before round 29."""
+    return seed if fit == 0 else int(np.random.SeedSequence([seed, fit]).generate_state(1)[0])
+
+
+def c2st_splits(generated: dict[str, np.ndarray] | None, real: RealSets, per_class: int, references: bool,
+                rng: np.random.Generator) -> dict[str, TwoSampleSplit]:
+    """One fit's balanced splits: the generated clips' and, with `references`, the reference rows'."""
     splits = {}
     if generated is not None:
         splits["ActionGen"] = generated_split(generated, real, per_class).balanced(rng)
@@ -379,9 +411,17 @@ def c2st_rows(generated: dict[str, np.ndarray] | None, real: RealSets, actions: 
         splits[f"frozen real frames ({name})"] = TwoSampleSplit(
             {a: frozen(c, rng) for a, c in unseen.candidate_fit.items()}, unseen.real_fit,
             {a: frozen(c, rng) for a, c in unseen.candidate_test.items()}, unseen.real_test)
-    return {name: c2st(split, actions, seed, device, config)
-            for name, split in tqdm(splits.items(), desc=f"two-sample tests (seed {seed})", unit="fit",
-                                    disable=not progress, leave=False)}
+    return splits
+
+
+def average_fits(results: list[dict]) -> dict:
+    """The mean accuracy, overall and per class, of several fits of `c2st` on the same clips, with every fit's
+    overall accuracy and epochs; the sizes are the first fit's (every fit draws the same sizes)."""
+    first = results[0]
+    return {"accuracy": float(np.mean([r["accuracy"] for r in results])),
+            "per_class": {a: float(np.mean([r["per_class"][a] for r in results])) for a in first["per_class"]},
+            "m_test": first["m_test"], "m_fit": first["m_fit"],
+            "fit_accuracies": [r["accuracy"] for r in results], "epochs": [r["epochs"] for r in results]}
 
 
 # ----------------------------------------------------------------------------- one checkpoint
@@ -417,7 +457,8 @@ def mmd_against_training(generated: dict[str, np.ndarray], real: RealSets, data:
 def measure_generator(generator: Generator, data: PoseData, real: RealSets, per_class: int, seed: int,
                       device: str = "cpu", references: bool = False, progress: bool = True,
                       mmd_per_class: int | None = None, skip_frames: int = 0,
-                      batches: dict[str, SampleBatch] | None = None) -> dict:
+                      batches: dict[str, SampleBatch] | None = None,
+                      c2st_config: C2STConfig = C2STConfig()) -> dict:
     """C2ST, motion ratios against the training clips and latent occupancy of one generator and seed; with
     `mmd_per_class`, also the MMD against the training clips at that many clips per class. With
     `skip_frames` N, each clip is the last clip-length frames of an N frames longer sample: a window from the
@@ -438,7 +479,8 @@ def measure_generator(generator: Generator, data: PoseData, real: RealSets, per_
     generated_stats = motion_statistics(joints)
     mmd = {} if mmd_per_class is None else {"mmd": mmd_against_training(generated, real, data, mmd_per_class, seed)}
     return {**mmd,
-            "c2st": c2st_rows(generated, real, actions, per_class, seed, device, references, progress=progress),
+            "c2st": c2st_rows(generated, real, actions, per_class, seed, device, references, c2st_config,
+                              progress),
             "motion": {"generated": generated_stats, "real": real_stats,
                        "real_test_subjects": motion_statistics(real.motion_test_subjects),
                        "ratio": motion_ratios(generated_stats, real_stats)},
@@ -492,7 +534,8 @@ def summarise_seeds(per_seed: list[dict]) -> dict:
     c2st = {row: {"accuracy": mean_over_seeds([m["c2st"][row]["accuracy"] for m in per_seed]),
                   "per_class": {a: mean_over_seeds([m["c2st"][row]["per_class"].get(a) for m in per_seed])
                                 for a in first["c2st"][row]["per_class"]},
-                  "m_test": first["c2st"][row]["m_test"], "m_fit": first["c2st"][row]["m_fit"]}
+                  "m_test": first["c2st"][row]["m_test"], "m_fit": first["c2st"][row]["m_fit"],
+                  "fits": len(first["c2st"][row].get("fit_accuracies", [None]))}
             for row in first["c2st"]}
     motion = {kind: {a: {k: mean_over_seeds([m["motion"][kind][a][k] for m in per_seed]) for k in stats}
                      for a, stats in first["motion"][kind].items()}
@@ -532,7 +575,7 @@ def to_markdown(summary: dict) -> str:
         lines.append(f"| {row} | {_cell(result['accuracy'])} | "
                      + " | ".join(_cell(result["per_class"].get(a), 2) for a in actions) + " |")
     for row, result in c2st.items():
-        lines.append(f"| test / fit clips per class and side, {row} | | "
+        lines.append(f"| test / fit clips per class and side, {row} ({result['fits']} fits per seed) | | "
                      + " | ".join(f"{result['m_test'].get(a, 0)} / {result['m_fit'].get(a, 0)}" for a in actions)
                      + " |")
     motion = summary["motion"]
@@ -582,6 +625,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "rows' unseen subject, the rest are fitted on")
     p.add_argument("--per-class", type=int, default=1000, help="generated clips per class")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    evaluate.add_c2st_fits_argument(p)
     p.add_argument("--skip-frames", type=int, default=0,
                    help="score clips cut from samples this many frames longer, from the end: windows from the middle "
                         "of a longer motion, like the real clips, which the way a sample starts cannot help")
@@ -597,6 +641,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--per-class must be at least 4; got {args.per_class}")
     if args.skip_frames < 0:
         p.error(f"--skip-frames must be at least 0; got {args.skip_frames}")
+    evaluate.check_c2st_fits(p, args)
     return args
 
 
@@ -613,11 +658,12 @@ def main(argv: list[str] | None = None) -> dict:
     with torch_threads(args.threads):
         real = RealSets.load(data)
         per_seed = [measure_generator(generator, data, real, args.per_class, seed, str(generator.device),
-                                      args.references, not args.quiet, skip_frames=args.skip_frames)
+                                      args.references, not args.quiet, skip_frames=args.skip_frames,
+                                      c2st_config=C2STConfig(fits=args.c2st_fits))
                     for seed in args.seeds]
     summary = summarise_seeds(per_seed)
     report = {"checkpoint": str(args.checkpoint or "assets/actiongen.json"), "seeds": args.seeds,
-              "per_class": args.per_class, "skip_frames": args.skip_frames, "subjects": asdict(real.subjects),
+              "per_class": args.per_class, "c2st_fits": args.c2st_fits, "skip_frames": args.skip_frames, "subjects": asdict(real.subjects),
               "runtime_s": round(time.time() - start, 1), **summary, "per_seed": per_seed}
     print(one_line(summary, report["runtime_s"]))
     print(to_markdown(summary))

@@ -44,7 +44,7 @@ def report(synthetic_config, random_bundle_3d_path, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval3d") / "results3d.json"
     evaluate3d.main(["--checkpoint", str(random_bundle_3d_path), "--data-root", synthetic_config.root,
                      "--cache-dir", synthetic_config.cache_dir, "--train-subjects", "1", "5", "--test-subjects", "11",
-                     "--per-class", "4", "--seeds", "0", "1", "--quiet", "--out", str(out)])
+                     "--per-class", "4", "--seeds", "0", "1", "--c2st-fits", "2", "--quiet", "--out", str(out)])
     return json.loads(out.read_text())
 
 
@@ -62,6 +62,9 @@ def test_the_command_writes_every_section(report, synthetic_data_3d):
     assert report["realism_subjects"] == {"fit": [1], "test": 5, "reference": None}
     assert set(report["c2st"]["ActionGen"]["per_class"]) == set(actions)
     assert 0 <= report["c2st"]["ActionGen"]["accuracy"]["mean"] <= 1
+    assert report["c2st_fits"] == 2 and report["c2st"]["ActionGen"]["fits"] == 2
+    assert all(len(m[view]["c2st"]["ActionGen"]["fit_accuracies"]) == 2
+               for m in report["per_seed"] for view in ("3d", "2d"))
     # Motion statistics per class in mm, with Walking's step frequency.
     assert set(report["motion"]["ratio"]) == set(actions)
     assert "step_frequency" in report["motion"]["generated"]["Walking"]

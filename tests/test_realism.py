@@ -197,6 +197,24 @@ def test_c2st_is_deterministic_for_a_seed(same_distribution):
     assert realism.c2st(small, ACTIONS, seed=8) != first
 
 
+def test_averaging_fits_takes_the_mean_overall_and_per_class():
+    fits = [{"accuracy": 0.6, "per_class": {"A": 0.5, "B": 0.7}, "m_test": {"A": 3, "B": 4},
+             "m_fit": {"A": 6, "B": 8}, "epochs": 5},
+            {"accuracy": 0.8, "per_class": {"A": 0.9, "B": 0.7}, "m_test": {"A": 3, "B": 4},
+             "m_fit": {"A": 6, "B": 8}, "epochs": 9}]
+    averaged = realism.average_fits(fits)
+    assert averaged["accuracy"] == pytest.approx(0.7)
+    assert averaged["per_class"] == pytest.approx({"A": 0.7, "B": 0.7})
+    assert averaged["fit_accuracies"] == [0.6, 0.8] and averaged["epochs"] == [5, 9]
+    assert averaged["m_test"] == {"A": 3, "B": 4} and averaged["m_fit"] == {"A": 6, "B": 8}
+
+
+def test_c2st_fit_seeds_start_at_the_evaluation_seed_and_do_not_repeat_across_seeds():
+    seeds = [realism.c2st_fit_seed(seed, fit) for seed in range(3) for fit in range(5)]
+    assert [realism.c2st_fit_seed(seed, 0) for seed in range(3)] == [0, 1, 2]
+    assert len(set(seeds)) == len(seeds)
+
+
 def test_balanced_split_pairs_equal_numbers_and_drops_classes_missing_a_side():
     rng = np.random.default_rng(6)
     clips = lambda n: np.zeros((n, 50, 30), np.float32)  # noqa: E731
@@ -239,7 +257,29 @@ def test_evaluate_bundle_and_command_on_a_synthetic_archive(synthetic_config, sy
     saved = json.loads(out.read_text())
     assert saved["c2st"]["ActionGen"]["accuracy"]["values"] == [result["c2st"]]  # same seed, same numbers
     assert saved["subjects"] == {"fit": [1], "test": 5, "reference": None}
-    assert report["per_class"] == 8 and report["seeds"] == [0]
+    assert report["per_class"] == 8 and report["seeds"] == [0] and report["c2st_fits"] == 5
+    assert len(saved["per_seed"][0]["c2st"]["ActionGen"]["fit_accuracies"]) == 5
+    assert "| test / fit clips per class and side, ActionGen (5 fits per seed) |" in printed
+
+
+def test_c2st_rows_average_independent_fits_whose_first_is_the_single_fit_protocol(synthetic_data):
+    real = realism.RealSets.load(synthetic_data)
+    actions = synthetic_data.config.actions
+    rng = np.random.default_rng(0)
+    generated = {a: (c[:8] + rng.normal(0.0, 0.5, c[:8].shape)).astype(np.float32) for a, c in real.train.items()}
+
+    def rows(fits: int) -> dict:
+        return realism.c2st_rows(generated, real, actions, 8, seed=3, device="cpu", references=False,
+                                 config=realism.C2STConfig(fits=fits), progress=False)["ActionGen"]
+
+    single = realism.c2st(realism.generated_split(generated, real, 8).balanced(np.random.default_rng(3)), actions,
+                          seed=3)
+    one, three = rows(1), rows(3)
+    assert one["accuracy"] == single["accuracy"] and one["per_class"] == single["per_class"]
+    assert len(three["fit_accuracies"]) == 3 and three["fit_accuracies"][0] == single["accuracy"]
+    assert three["accuracy"] == pytest.approx(np.mean(three["fit_accuracies"]))
+    with pytest.raises(ValueError, match=r"fits must be in \[1, 100\]; got 0"):
+        realism.C2STConfig(fits=0)
 
 
 def test_mmd_against_training_is_small_for_training_clips_and_large_for_shifted_ones(synthetic_data):
@@ -279,6 +319,13 @@ def test_command_rejects_negative_skip_frames(random_bundle_path, capsys):
     with pytest.raises(SystemExit):
         realism.parse_args(["--checkpoint", str(random_bundle_path), "--skip-frames", "-3"])
     assert "--skip-frames must be at least 0; got -3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [realism.parse_args, evaluate.parse_args])
+def test_commands_reject_a_c2st_fit_count_out_of_range(command, random_bundle_path, capsys):
+    with pytest.raises(SystemExit):
+        command(["--checkpoint", str(random_bundle_path), "--c2st-fits", "0"])
+    assert "--c2st-fits must be in [1, 100]; got 0" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- real data

@@ -26,7 +26,8 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from actiongen.app_logic import (FRAMES_MAX, FRAMES_MIN, PLAYER_JS_PATH, SEED_MAX, STRIP_MAX,
-                                 STRIP_MIN, ActionGenService, PageState, public_message)
+                                 STRIP_MIN, ActionGenService, PageState, public_message,
+                                 use_one_thread_per_request)
 from actiongen.plots import SIDE_NAMES
 from actiongen.render import SIDE_COLORS
 from actiongen.skeleton import ACTIONS
@@ -37,7 +38,7 @@ try:  # ZeroGPU Spaces: the model call gets a GPU for its duration; elsewhere it
 except ImportError:
     GPU = None
 
-MODEL_CONCURRENCY = 2  # requests computed at once over ALL endpoints (each already uses the CPU's threads)
+MODEL_CONCURRENCY = 2  # requests computed at once over ALL endpoints, one CPU thread each
 QUEUE_MAX_SIZE = 256  # waiting requests beyond this are refused instead of piling up
 MAX_BODY_BYTES = 64 * 1024  # the largest request the page or the API sends is under 2 KB
 # Gradio keeps every session's last inputs and outputs (up to 1 MB for a 300-frame gallery); the page keeps
@@ -330,4 +331,5 @@ demo = build_demo(SERVICE)
 if __name__ == "__main__":
     # SIGTERM (a Space or container stopping) shuts down like Ctrl-C, so the temp folder is removed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    use_one_thread_per_request()
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), **launch_options())

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
+import torch
 
 from . import render
 from .checkpoint import DEFAULT_BUNDLES, CheckpointError
@@ -295,6 +296,14 @@ BLEND_NOTE = ("The classifier was trained on single actions only, so it often na
 def clip_label(sample: Sample) -> str:
     """The sample's action label with the page's one arrow style."""
     return sample.action_label.replace("->", "\u2192")
+
+
+def use_one_thread_per_request() -> None:
+    """One torch intra-op thread for the whole process (its request threads inherit it). The app computes
+    requests side by side, one per core; and even alone, a 50-frame request on two intra-op threads took 72 or
+    114 ms (3D) and 131 or 190 ms (2D) from one run to the next on the 2-core machine, against a steady 81-85
+    and 135-139 ms on one thread (round 29): on operations this small the threads mostly wait on each other."""
+    torch.set_num_threads(1)
 
 
 class ActionGenService:

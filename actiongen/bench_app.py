@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .app_logic import MODES, ActionGenService, PageState
+from .app_logic import MODES, ActionGenService, PageState, use_one_thread_per_request
 from .checkpoint import DEFAULT_BUNDLE, DEFAULT_BUNDLES
 from .skeleton import ACTIONS
 
@@ -241,6 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     checkpoint = args.checkpoint or DEFAULT_BUNDLE
     checkpoint_3d = args.checkpoint_3d or DEFAULT_BUNDLES["3d"]
+    use_one_thread_per_request()  # as app.py does
     print(f"checkpoint {checkpoint.name}; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory(prefix="actiongen-bench-") as work:
         service = ActionGenService(checkpoint, device="cpu", work_dir=work, checkpoint_3d=checkpoint_3d)

@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -16,12 +17,14 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network calls f
 import imageio_ffmpeg
 import numpy as np
 import pytest
+import torch
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 import httpx
 from PIL import Image
 
 import app
+from actiongen import app_logic
 from actiongen.app_logic import (FRAMES_MAX, FRAMES_MIN, GALLERY_SIZE, MAX_TEXT, SEED_MAX, ActionGenService, LRUCache,
                                  PageState, Request, public_message)
 from actiongen.checkpoint import CheckpointError
@@ -83,6 +86,15 @@ def values(page_state: PageState) -> tuple:
 
 
 # ----------------------------------------------------------------------------- the page state
+
+def test_the_app_computes_each_request_on_one_thread():
+    app_logic.use_one_thread_per_request()  # the conftest fixture restores the count after the test
+    in_request_thread = []
+    worker = threading.Thread(target=lambda: in_request_thread.append(torch.get_num_threads()))
+    worker.start()
+    worker.join()
+    assert torch.get_num_threads() == 1 and in_request_thread == [1]
+
 
 def test_the_state_names_the_clip_of_each_mode():
     assert state(mode="one").request() == Request("Walking", 7, 50)

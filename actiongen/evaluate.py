@@ -444,7 +444,8 @@ def evaluate(args: argparse.Namespace, command: str) -> dict:
     summaries = run_rows(rows, args.seeds, args.per_class, progress)
     realism_summary = None
     if generated is not None and not args.no_realism:
-        realism_summary = measure_realism(generated, data, args.seeds, realism.C2STConfig(fits=args.c2st_fits), progress)
+        realism_summary = measure_realism(generated, data, args.seeds, realism.C2STConfig(fits=args.c2st_fits),
+                                          progress)
     return {
         "command": command,
         "checkpoint": None if generator is None else str(args.checkpoint or "assets/actiongen.json"),

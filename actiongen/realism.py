@@ -535,7 +535,7 @@ def summarise_seeds(per_seed: list[dict]) -> dict:
                   "per_class": {a: mean_over_seeds([m["c2st"][row]["per_class"].get(a) for m in per_seed])
                                 for a in first["c2st"][row]["per_class"]},
                   "m_test": first["c2st"][row]["m_test"], "m_fit": first["c2st"][row]["m_fit"],
-                  "fits": len(first["c2st"][row].get("fit_accuracies", [None]))}
+                  "fits": len(first["c2st"][row]["fit_accuracies"])}
             for row in first["c2st"]}
     motion = {kind: {a: {k: mean_over_seeds([m["motion"][kind][a][k] for m in per_seed]) for k in stats}
                      for a, stats in first["motion"][kind].items()}
@@ -663,7 +663,8 @@ def main(argv: list[str] | None = None) -> dict:
                     for seed in args.seeds]
     summary = summarise_seeds(per_seed)
     report = {"checkpoint": str(args.checkpoint or "assets/actiongen.json"), "seeds": args.seeds,
-              "per_class": args.per_class, "c2st_fits": args.c2st_fits, "skip_frames": args.skip_frames, "subjects": asdict(real.subjects),
+              "per_class": args.per_class, "c2st_fits": args.c2st_fits, "skip_frames": args.skip_frames,
+              "subjects": asdict(real.subjects),
               "runtime_s": round(time.time() - start, 1), **summary, "per_seed": per_seed}
     print(one_line(summary, report["runtime_s"]))
     print(to_markdown(summary))

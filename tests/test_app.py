@@ -24,9 +24,8 @@ import httpx
 from PIL import Image
 
 import app
-from actiongen import app_logic
 from actiongen.app_logic import (FRAMES_MAX, FRAMES_MIN, GALLERY_SIZE, MAX_TEXT, SEED_MAX, ActionGenService, LRUCache,
-                                 PageState, Request, public_message)
+                                 PageState, Request, public_message, use_one_thread_per_request)
 from actiongen.checkpoint import CheckpointError
 from actiongen.skeleton import ACTIONS
 from synthetic_h36m import write_random_bundle
@@ -88,7 +87,7 @@ def values(page_state: PageState) -> tuple:
 # ----------------------------------------------------------------------------- the page state
 
 def test_the_app_computes_each_request_on_one_thread():
-    app_logic.use_one_thread_per_request()  # the conftest fixture restores the count after the test
+    use_one_thread_per_request()  # the conftest fixture restores the count after the test
     in_request_thread = []
     worker = threading.Thread(target=lambda: in_request_thread.append(torch.get_num_threads()))
     worker.start()

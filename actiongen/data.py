@@ -499,11 +499,23 @@ class ClipSampler:
             picks[mask] = pools[c][self.rng.integers(len(pools[c]), size=int(mask.sum()))]
         return picks, labels
 
+    def clip_rows(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(B, T) rows of `vectors` that make a batch of clips, and (B,) class labels: what `clips` draws, for
+        a caller that keeps its own per-frame values beside `vectors` (stage 2's encoded frames)."""
+        starts, labels = self._draw(self.start_index, batch_size)
+        return starts[:, None] + np.arange(self.clip_frames) * self.frame_stride, labels
+
+    def frame_labels(self) -> np.ndarray:
+        """(N,) the class label of every row of `vectors`."""
+        labels = np.empty(len(self.vectors), np.int64)
+        for c, rows in enumerate(self.frame_index):
+            labels[rows] = c
+        return labels
+
     def clips(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, 30) clips and (B,) class labels."""
-        starts, labels = self._draw(self.start_index, batch_size)
-        index = starts[:, None] + np.arange(self.clip_frames) * self.frame_stride
-        return torch.from_numpy(self.vectors[index]), torch.from_numpy(labels)
+        rows, labels = self.clip_rows(batch_size)
+        return torch.from_numpy(self.vectors[rows]), torch.from_numpy(labels)
 
     def frames(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 30) single frames and (B,) class labels."""

@@ -496,6 +496,23 @@ def test_clip_sampler_draws_real_clips_with_their_labels(synthetic_data):
         np.testing.assert_array_equal(clip, expected_clip)
 
 
+def test_clip_rows_index_the_sampled_clips_and_frame_labels_name_every_rows_class(synthetic_data):
+    by_rows, by_clips = ClipSampler(synthetic_data, "train", seed=5), ClipSampler(synthetic_data, "train", seed=5)
+    rows, labels = by_rows.clip_rows(32)
+    clips, clip_labels = by_clips.clips(32)
+    assert rows.shape == (32, 50)
+    np.testing.assert_array_equal(by_rows.vectors[rows], clips.numpy())
+    np.testing.assert_array_equal(labels, clip_labels.numpy())
+    frame_labels = by_rows.frame_labels()
+    assert frame_labels.shape == (len(by_rows.vectors),)
+    np.testing.assert_array_equal(frame_labels[rows], np.repeat(labels[:, None], 50, axis=1))
+    offset = 0
+    for seq in synthetic_data.split("train"):
+        assert (frame_labels[offset:offset + len(seq.joints)] == ACTIONS.index(seq.action)).all()
+        offset += len(seq.joints)
+    assert offset == len(frame_labels)
+
+
 def test_clip_sampler_balances_classes(synthetic_data):
     _, labels = ClipSampler(synthetic_data, "train", seed=0).clips(5000)
     counts = np.bincount(labels.numpy(), minlength=len(ACTIONS))

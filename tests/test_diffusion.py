@@ -14,7 +14,8 @@ from actiongen.app_logic import ActionGenService, PageState
 from actiongen.checkpoint import CheckpointError, load_bundle, save_bundle
 from actiongen.diffusion import LatentPathDiffusion, TimeConv, cosine_schedule
 from actiongen.generator import Generator
-from actiongen.models import ModelConfig, PoseDecoder, per_step
+from actiongen.data import ClipSampler
+from actiongen.models import ModelConfig, PoseDecoder, PoseEncoder, per_step
 from synthetic_h36m import random_bundle
 from train import stage1_pose, stage2_diffusion
 from train.common import load_state
@@ -378,10 +379,47 @@ def test_stage2_diffusion_trains_resumes_and_exports_a_bundle_that_generates(syn
     assert bundle.meta["training"]["stage2"]["motion_weight"] == 10
     assert bundle.meta["training"]["stage2"]["class_dropout"] == 0.5
     assert bundle.config.diffusion_guidance == bundle.meta["training"]["stage2"]["guidance"] == 1.5
+    native = stage2_diffusion.native_bfloat16(torch.device("cpu"))
+    assert bundle.meta["training"]["stage2"]["precision"] == ("bfloat16" if native else "float32")
     for name, value in stage1["decoder"].items():  # the decoder is stage 1's, untouched
         assert torch.equal(bundle.transition.decoder.state_dict()[name], value)
     clip = Generator.load(tmp_path / "straight" / "actiongen.json").sample("Walking", seed=3)
     assert clip.joints.shape == (50, 16, 2) and np.isfinite(clip.joints).all()
+
+
+def test_encoded_frames_give_every_clip_the_path_its_frames_encode_to(synthetic_data):
+    torch.manual_seed(0)
+    encoder = PoseEncoder(TINY).eval()
+    sampler = ClipSampler(synthetic_data, "train", seed=1)
+    assert len(sampler.vectors) > 300  # so that the chunks below split the frames
+    latents = stage2_diffusion.encode_frames(encoder, sampler.vectors, sampler.frame_labels(), TINY.num_classes,
+                                             torch.device("cpu"), chunk=100)
+    rows, labels = sampler.clip_rows(6)
+    with torch.no_grad():
+        expected = encoder(torch.from_numpy(sampler.vectors[rows]), per_step(one_hot(labels.tolist()), 50))
+    torch.testing.assert_close(latents[torch.from_numpy(rows)], expected)
+
+
+def test_bfloat16_is_used_where_asked_for_or_native(monkeypatch):
+    cpu = torch.device("cpu")
+    for native in (False, True):
+        monkeypatch.setattr(stage2_diffusion, "native_bfloat16", lambda device, native=native: native)
+        assert stage2_diffusion.uses_bfloat16("auto", cpu) == native
+        assert stage2_diffusion.uses_bfloat16("bfloat16", cpu)
+        assert not stage2_diffusion.uses_bfloat16("float32", cpu)
+
+
+def test_a_bfloat16_training_loss_is_the_float32_loss_up_to_its_rounding():
+    model = tiny_model()
+    latents, class_weights = torch.rand(16, 50, TINY.latent_dim) * 2 - 1, one_hot([i % 10 for i in range(16)])
+    model.set_path_statistics(latents)
+    torch.manual_seed(1)
+    full, _ = model.training_loss(latents, class_weights)
+    torch.manual_seed(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        rounded, _ = model.training_loss(latents, class_weights)
+    assert rounded.dtype == torch.float32
+    assert rounded != full and abs(rounded - full) < 0.02 * full
 
 
 def test_stage2_diffusion_refuses_a_stage1_without_encoder_and_the_paper_preset(synthetic_root, tmp_path):

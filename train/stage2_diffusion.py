@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -39,6 +40,7 @@ from train.common import (MetricLog, apply_preset, base_parser, bundle_meta, che
 PRESETS = {"fast": dict(steps=12_000, batch=128, lr=1e-3, ema=0.999, lr_schedule="cosine", motion_weight=0.0,
                         class_dropout=0.1, guidance=0.5)}
 LR_SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("auto", "float32", "bfloat16")
 # The action classifier trains on the first 32 real clips of every 4th batch: its bi-LSTM would otherwise take
 # 40 % of an iteration, and 1500 steps of 32 clips suffice (the LSTM walk's stage trains it 1000 times).
 CLASSIFIER_BATCH, CLASSIFIER_EVERY = 32, 4
@@ -70,6 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sample-steps", type=int, default=50, help="solver steps of one sample (at most --levels)")
     p.add_argument("--solver-order", type=int, default=2, choices=SOLVER_ORDERS,
                    help="order of the sampling solver: 1 is DDIM, 2 DPM-Solver++(2M)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="the denoiser's training arithmetic: bfloat16 autocast (weights and loss stay float32), "
+                        "float32, or auto: bfloat16 where the device computes it natively")
     args = p.parse_args(argv)
     if args.preset != "fast":
         raise SystemExit("error: the diffusion stage has only the fast preset; the paper's stage 2 is "
@@ -91,6 +96,28 @@ def learning_rate_factor(schedule: str, steps: int) -> Callable[[int], float]:
     if schedule == "cosine":
         return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
     return lambda step: 1.0
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 natively: emulated, a bfloat16 pass is slower than a float32 one."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def uses_bfloat16(precision: str, device: torch.device) -> bool:
+    return precision == "bfloat16" or (precision == "auto" and native_bfloat16(device))
+
+
+def encode_frames(encoder: PoseEncoder, vectors: np.ndarray, labels: np.ndarray, num_classes: int,
+                  device: torch.device, chunk: int = 65536) -> torch.Tensor:
+    """(N, d) the encoder's latent for every training frame (N, pose_dim) under its class (N,): the encoder
+    reads one frame at a time, so a clip's path is its frames' rows, and encoding them once saves the
+    encoder's pass on every batch (5 % of an iteration)."""
+    with torch.no_grad():
+        return torch.cat([encoder(torch.from_numpy(vectors[i:i + chunk]).to(device),
+                                  F.one_hot(torch.from_numpy(labels[i:i + chunk]).to(device), num_classes).float())
+                          for i in range(0, len(vectors), chunk)])
 
 
 def check_recipe_unchanged(saved: dict, args: argparse.Namespace) -> None:
@@ -141,13 +168,10 @@ def main(argv: list[str] | None = None) -> None:
     def one_hot(labels: torch.Tensor) -> torch.Tensor:
         return F.one_hot(labels, cfg.num_classes).float()
 
-    def encode(real: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return encoder(real, per_step(class_weights, frames))
-
+    frame_latents = encode_frames(encoder, sampler.vectors, sampler.frame_labels(), cfg.num_classes, device)
     # Drawn before a resume restores the sampler's stream, so a resumed run continues the same batches.
-    real, labels = sampler.clips(PATH_STAT_CLIPS)
-    model.set_path_statistics(encode(real.to(device), one_hot(labels.to(device))))
+    model.set_path_statistics(frame_latents[torch.from_numpy(sampler.clip_rows(PATH_STAT_CLIPS)[0]).to(device)])
+    bfloat16 = uses_bfloat16(args.precision, device)
     ema = (AveragedModel(model.denoiser, multi_avg_fn=get_ema_multi_avg_fn(args.ema)) if args.ema else None)
     optimizer = torch.optim.Adam([*model.denoiser.parameters(), *classifier.parameters()], lr=args.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(args.lr_schedule, args.steps))
@@ -174,7 +198,8 @@ def main(argv: list[str] | None = None) -> None:
                                      "preset": args.preset, "batch": args.batch, "lr": args.lr,
                                      "lr_schedule": args.lr_schedule, "ema": args.ema,
                                      "motion_weight": args.motion_weight, "class_dropout": args.class_dropout,
-                                     "guidance": args.guidance}))
+                                     "guidance": args.guidance,
+                                     "precision": "bfloat16" if bfloat16 else "float32"}))
         json_path, weights_path = save_bundle(target, bundle)
         print(f"bundle written: {json_path} + {weights_path.name}")
 
@@ -183,13 +208,15 @@ def main(argv: list[str] | None = None) -> None:
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="stage 2 (diffusion)",
                dynamic_ncols=True)
     for step in bar:
-        real, labels = sampler.clips(args.batch)
-        real, labels = real.to(device), labels.to(device)
+        rows, labels = sampler.clip_rows(args.batch)
+        real, labels = torch.from_numpy(sampler.vectors[rows]).to(device), torch.from_numpy(labels).to(device)
         class_weights = one_hot(labels)
         unconditioned = (torch.rand(len(labels), device=device) < args.class_dropout) if args.class_dropout else None
-        path_loss, motion_loss = model.training_loss(encode(real, class_weights), class_weights,
-                                                     real[:MOTION_BATCH] if args.motion_weight else None,
-                                                     unconditioned)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bfloat16):
+            path_loss, motion_loss = model.training_loss(frame_latents[torch.from_numpy(rows).to(device)],
+                                                         class_weights,
+                                                         real[:MOTION_BATCH] if args.motion_weight else None,
+                                                         unconditioned)
         loss = path_loss + args.motion_weight * motion_loss
         if step % CLASSIFIER_EVERY == 0:
             logits = classifier(real[:CLASSIFIER_BATCH])

@@ -129,10 +129,11 @@ def test_stage2_exports_a_bundle_that_generates(synthetic_root, stage1_run, tmp_
 
 
 @pytest.mark.parametrize("model, options", [("2d", []),
-                                            ("3d", ["--steps", "8000", "--class-dropout", "0", "--guidance", "0"])])
+                                            ("3d", ["--steps", "8000", "--class-dropout", "0", "--guidance", "0",
+                                                    "--precision", "float32"])])
 def test_the_default_presets_are_the_shipped_recipe(model, options):
     """Both shipped bundles come from the default presets of stage 1 and the diffusion stage, the 3D one
-    with 8000 iterations and without guidance (the README's commands)."""
+    with 8000 iterations, without guidance and in float32 (the README's commands)."""
     shipped = load_bundle(DEFAULT_BUNDLES[model])
     fast1 = stage1_pose.parse_args(["--out", "s1", "--dims", model[0]])
     assert (fast1.decoder_layers, fast1.latent_dim) == (shipped.config.decoder_layers, shipped.config.latent_dim)
@@ -144,6 +145,9 @@ def test_the_default_presets_are_the_shipped_recipe(model, options):
     for key in ("steps", "batch", "lr", "lr_schedule", "ema", "motion_weight", "class_dropout", "guidance"):
         assert getattr(fast2, key) == recipe[key], key
     assert shipped.config.diffusion_guidance == fast2.guidance
+    if stage2_diffusion.native_bfloat16(torch.device("cpu")):  # elsewhere "auto" trains in float32
+        precision = "bfloat16" if stage2_diffusion.uses_bfloat16(fast2.precision, torch.device("cpu")) else "float32"
+        assert precision == recipe.get("precision", "float32")  # bundles before round 30 trained in float32
     assert (fast2.channels, fast2.blocks, fast2.levels, fast2.sample_steps) == (
         shipped.config.diffusion_channels, shipped.config.diffusion_blocks, shipped.config.diffusion_levels,
         shipped.config.diffusion_sample_steps)

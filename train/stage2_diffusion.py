@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from actiongen.checkpoint import Bundle, save_bundle
 from actiongen.data import ClipSampler, load_pose_data
 from actiongen.diffusion import SOLVER_ORDERS, LatentPathDiffusion
-from actiongen.models import ActionClassifier, ModelConfig, PoseDecoder, PoseEncoder, per_step
+from actiongen.models import ActionClassifier, ModelConfig, PoseDecoder, PoseEncoder
 from train.common import (MetricLog, apply_preset, base_parser, bundle_meta, check_finite, load_state, resume,
                           save_class_samples, save_state, setup, snapshot, stage1_dims)
 
@@ -108,6 +108,7 @@ def native_bfloat16(device: torch.device) -> bool:
 
 
 def uses_bfloat16(precision: str, device: torch.device) -> bool:
+    """Whether --precision `precision` trains the denoiser under bfloat16 autocast on `device`."""
     return precision == "bfloat16" or (precision == "auto" and native_bfloat16(device))
 
 

@@ -178,7 +178,7 @@ def described(value: object) -> str:
 
 def config_from_dict(cls: type[ConfigT], raw: Mapping[str, object]) -> ConfigT:
     """A config dataclass (ModelConfig, RecognizerConfig) from JSON: each given field must have its default's
-    type, and every integer (all are layer sizes or counts) lie in [1, MAX_CONFIG_SIZE]."""
+    type (a tuple: a list of finite numbers), and every integer (all are layer sizes or counts) lie in [1, MAX_CONFIG_SIZE]."""
     for spec in fields(cls):  # type: ignore[arg-type]
         if spec.name not in raw:
             continue
@@ -189,10 +189,14 @@ def config_from_dict(cls: type[ConfigT], raw: Mapping[str, object]) -> ConfigT:
             valid = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_CONFIG_SIZE
         elif kind is float:
             valid = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        elif kind is tuple:  # of numbers, as JSON writes them: a list
+            valid = isinstance(value, list) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
         else:
             valid = isinstance(value, kind)
         if not valid:
-            wanted = f"an integer in [1, {MAX_CONFIG_SIZE}]" if kind is int else f"a {kind.__name__}"
+            wanted = {int: f"an integer in [1, {MAX_CONFIG_SIZE}]", tuple: "a list of finite numbers"}.get(
+                kind, f"a {kind.__name__}")
             raise ValueError(f"model entry {spec.name!r} must be {wanted}; got {described(value)}")
     return cls.from_dict(dict(raw))  # type: ignore[attr-defined]
 

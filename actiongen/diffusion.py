@@ -183,6 +183,10 @@ class LatentPathDiffusion(nn.Module):
             raise ValueError(f"diffusion_solver_order must be one of {SOLVER_ORDERS}; got {cfg.diffusion_solver_order}")
         if not (math.isfinite(cfg.diffusion_guidance) and cfg.diffusion_guidance >= 0):
             raise ValueError(f"diffusion_guidance must be a finite number >= 0; got {cfg.diffusion_guidance}")
+        by_class = cfg.diffusion_class_guidance
+        if by_class and (len(by_class) != cfg.num_classes or not all(math.isfinite(w) and w >= 0 for w in by_class)):
+            raise ValueError(f"diffusion_class_guidance must be empty or {cfg.num_classes} finite numbers >= 0; "
+                             f"got {list(by_class)}")
         if cfg.diffusion_sample_steps > cfg.diffusion_levels:
             raise ValueError(f"diffusion_sample_steps ({cfg.diffusion_sample_steps}) must be at most "
                              f"diffusion_levels ({cfg.diffusion_levels})")
@@ -254,14 +258,14 @@ class LatentPathDiffusion(nn.Module):
     def velocity_field(self, class_weights: torch.Tensor, levels: list[int]
                        ) -> Callable[[torch.Tensor, int], torch.Tensor]:
         """v(x, i): the v-prediction for noisy paths `x` with these class weights (B, T, C) at levels[i], guided
-        by `diffusion_guidance` w: (1 + w) times the class-conditioned prediction minus w times the
+        by the weight w of `guidance`: (1 + w) times the class-conditioned prediction minus w times the
         unconditioned one (zero class weights), both from one batched pass (round 23, untraced: a single
         guided clip took 180-190 ms against 240 ms for two passes). The blocks' class scale and shift are
         computed once for all levels, and their level part once per level: a sampler's passes then run only
         the convolutions (a 3D clip's pass 20-30 % faster than computing both every pass; app requests 7-18 %,
         round 25)."""
-        w = self.cfg.diffusion_guidance
-        seen = torch.cat([class_weights, torch.zeros_like(class_weights)]) if w else class_weights
+        w = self.guidance(class_weights)
+        seen = torch.cat([class_weights, torch.zeros_like(class_weights)]) if w is not None else class_weights
         if type(self.denoiser) is LatentPathDenoiser:
             class_films = self.denoiser.class_films(seen)
             level_films = self.denoiser.level_films(torch.tensor(levels, device=seen.device))
@@ -274,11 +278,21 @@ class LatentPathDiffusion(nn.Module):
                 return self.denoiser(x, torch.full((len(x),), levels[i], device=x.device), seen)
 
         def field(x: torch.Tensor, i: int) -> torch.Tensor:
-            if not w:
+            if w is None:
                 return predict(x, i)
             conditioned, unconditioned = predict(torch.cat([x, x]), i).chunk(2)
             return conditioned + w * (conditioned - unconditioned)
         return field
+
+    def guidance(self, class_weights: torch.Tensor) -> float | torch.Tensor | None:
+        """The guidance weight for paths with these class weights (B, T, C): `diffusion_guidance`, or with
+        `diffusion_class_guidance` each frame's mix of the per-class weights (B, 1, T); None where unguided."""
+        by_class = self.cfg.diffusion_class_guidance
+        if not by_class:
+            return self.cfg.diffusion_guidance or None
+        if not any(by_class):
+            return None
+        return (class_weights @ class_weights.new_tensor(by_class))[:, None, :]
 
     def filmed(self, x: torch.Tensor, films: torch.Tensor) -> torch.Tensor:
         """The denoiser's v-prediction given its blocks' scale and shift. Sampling outside training and

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import stat
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import actiongen.checkpoint as checkpoint_module
-from actiongen.checkpoint import CheckpointError, load_bundle, save_bundle
+from actiongen.checkpoint import DEFAULT_BUNDLES, CheckpointError, load_bundle, save_bundle
 from actiongen.data import NormStats
 from actiongen.models import ModelConfig
 from actiongen.recognizer import ActionRecognizer, Recognizer, RecognizerConfig, load_recognizer, save_recognizer
@@ -40,6 +41,15 @@ def test_round_trip_restores_weights_stats_and_meta(saved):
     assert not loaded.decoder.training and not loaded.classifier.training
     assert load_bundle(json_path.parent).config == bundle.config  # a directory holding one bundle works too
     assert stat.S_IMODE(os.stat(weights_path).st_mode) == 0o644  # readable by the user serving it
+
+
+def test_per_class_guidance_round_trips(tmp_path):
+    shipped = load_bundle(DEFAULT_BUNDLES["2d"])
+    weights = tuple(float(i) / 4 for i in range(shipped.config.num_classes))
+    shipped.config = replace(shipped.config, diffusion_class_guidance=weights)
+    json_path, _ = save_bundle(tmp_path / "guided.json", shipped)
+    assert json.loads(json_path.read_text())["model"]["diffusion_class_guidance"] == list(weights)
+    assert load_bundle(json_path).transition.cfg.diffusion_class_guidance == weights
 
 
 def test_missing_files_name_the_path(saved, tmp_path):
@@ -141,6 +151,8 @@ def no_network_built(monkeypatch):
     (dict(model={"head": None}), "'head' must be a str; got null"),
     (dict(model={"head": "wings"}), "unknown head 'wings'; valid heads: flatten, pool"),
     (dict(model={"pose_dim": 31}), "pose size 31"),
+    (dict(model={"diffusion_class_guidance": 0.5}), "'diffusion_class_guidance' must be a list of finite numbers; got 0.5"),
+    (dict(model={"diffusion_class_guidance": ["1"]}), "must be a list of finite numbers; got an array of 1 entries"),
 ])
 def test_entries_of_the_wrong_type_are_refused_in_one_line(saved, changes, message, no_network_built):
     _, json_path, _ = saved

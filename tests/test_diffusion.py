@@ -18,7 +18,7 @@ from actiongen.data import ClipSampler
 from actiongen.models import ModelConfig, PoseDecoder, PoseEncoder, per_step
 from synthetic_h36m import random_bundle
 from train import stage1_pose, stage2_diffusion
-from train.common import load_state
+from train.common import load_state, native_bfloat16
 
 TINY = ModelConfig(latent_dim=4, decoder_hidden=16, critic_hidden=16, transition="diffusion", diffusion_channels=16,
                    diffusion_blocks=2, diffusion_levels=20, diffusion_sample_steps=5)
@@ -219,6 +219,42 @@ def test_guidance_extrapolates_from_the_unconditioned_prediction_to_the_conditio
         LatentPathDiffusion(replace(TINY, diffusion_guidance=-1.0), PoseDecoder(TINY))
 
 
+def test_class_guidance_weighs_each_frame_by_its_class_mix_and_leaves_the_other_classes_alone():
+    model = tiny_model()
+    cw = per_step(one_hot([0, 1]), 6).clone()
+    cw[1, 3:] = 0.5 * (one_hot([1]) + one_hot([2]))  # the second clip blends into class 2 halfway
+    by_class = [0.5] * TINY.num_classes
+    by_class[2] = 2.0
+    model.cfg = replace(TINY, diffusion_guidance=0.5, diffusion_class_guidance=tuple(by_class))
+    torch.testing.assert_close(model.guidance(cw), torch.tensor([[[0.5] * 6], [[0.5] * 3 + [1.25] * 3]]))
+    inputs = model.sample_inputs(2, 6, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        per_class, _ = model.latent_path(*inputs, one_hot([0, 2]))
+        model.cfg = replace(TINY, diffusion_guidance=0.5)
+        shared, _ = model.latent_path(*inputs, one_hot([0, 2]))
+    assert torch.equal(per_class[0], shared[0])  # class 0 keeps the shared weight: the same clip, bit for bit
+    assert not torch.allclose(per_class[1], shared[1])
+    model.cfg = replace(TINY, diffusion_class_guidance=(0.0,) * TINY.num_classes)
+    assert model.guidance(cw) is None  # all zero: one unguided pass a step
+    for bad in ((1.0,) * 3, (-1.0,) + (0.5,) * (TINY.num_classes - 1)):
+        with pytest.raises(ValueError, match=f"diffusion_class_guidance must be empty or {TINY.num_classes} finite"):
+            LatentPathDiffusion(replace(TINY, diffusion_class_guidance=bad), PoseDecoder(TINY))
+
+
+def test_class_guidance_options_name_the_valid_actions_and_need_class_dropout(capsys):
+    base = ["--stage1", "s1", "--out", "s2"]
+    assert stage2_diffusion.parse_args([*base, "--class-guidance", "Walking=1", "Eating=0"]).class_guidance == {
+        "Walking": 1.0, "Eating": 0.0}
+    assert stage2_diffusion.parse_args([*base, "--class-guidance"]).class_guidance == {}
+    for item, message in (("Running=1", "unknown action 'Running' in 'Running=1'; valid: Directions, Discussion"),
+                          ("Walking=fast", "'Walking=fast' needs a weight >= 0, as in Walking=1"),
+                          ("Walking=-1", "'Walking=-1' needs a weight >= 0"),
+                          ("Walking=1 --class-dropout 0 --guidance 0", "need a denoiser that has learnt paths")):
+        with pytest.raises(SystemExit):
+            stage2_diffusion.parse_args([*base, "--class-guidance", *item.split()])
+        assert message in capsys.readouterr().err
+
+
 def test_class_dropout_hides_the_class_from_the_denoiser_only():
     """Paths marked unconditioned reach the denoiser with zero class weights; the others keep theirs."""
     model = tiny_model()
@@ -340,7 +376,7 @@ def test_stage2_diffusion_trains_resumes_and_exports_a_bundle_that_generates(syn
                                                                               tmp_path, monkeypatch):
     unguided = ["--data-root", str(synthetic_root), "--stage1", str(stage1_encoder_run), *SMALL, *SUBJECTS,
                 *TINY_DENOISER, "--motion-weight", "10"]
-    common = [*unguided, "--class-dropout", "0.5", "--guidance", "1.5"]
+    common = [*unguided, "--class-dropout", "0.5", "--guidance", "1.5", "--class-guidance", "Walking=2"]
     stage2_diffusion.main([*common, "--out", str(tmp_path / "straight"), "--steps", "4"])
     save_state = stage2_diffusion.save_state
 
@@ -379,7 +415,9 @@ def test_stage2_diffusion_trains_resumes_and_exports_a_bundle_that_generates(syn
     assert bundle.meta["training"]["stage2"]["motion_weight"] == 10
     assert bundle.meta["training"]["stage2"]["class_dropout"] == 0.5
     assert bundle.config.diffusion_guidance == bundle.meta["training"]["stage2"]["guidance"] == 1.5
-    native = stage2_diffusion.native_bfloat16(torch.device("cpu"))
+    assert bundle.meta["training"]["stage2"]["class_guidance"] == {"Walking": 2.0}
+    assert bundle.config.diffusion_class_guidance == (1.5,) * 9 + (2.0,)  # Walking is the last action
+    native = native_bfloat16(torch.device("cpu"))
     assert bundle.meta["training"]["stage2"]["precision"] == ("bfloat16" if native else "float32")
     for name, value in stage1["decoder"].items():  # the decoder is stage 1's, untouched
         assert torch.equal(bundle.transition.decoder.state_dict()[name], value)
@@ -398,15 +436,6 @@ def test_encoded_frames_give_every_clip_the_path_its_frames_encode_to(synthetic_
     with torch.no_grad():
         expected = encoder(torch.from_numpy(sampler.vectors[rows]), per_step(one_hot(labels.tolist()), 50))
     torch.testing.assert_close(latents[torch.from_numpy(rows)], expected)
-
-
-def test_bfloat16_is_used_where_asked_for_or_native(monkeypatch):
-    cpu = torch.device("cpu")
-    for native in (False, True):
-        monkeypatch.setattr(stage2_diffusion, "native_bfloat16", lambda device, native=native: native)
-        assert stage2_diffusion.uses_bfloat16("auto", cpu) == native
-        assert stage2_diffusion.uses_bfloat16("bfloat16", cpu)
-        assert not stage2_diffusion.uses_bfloat16("float32", cpu)
 
 
 def test_a_bfloat16_training_loss_is_the_float32_loss_up_to_its_rounding():

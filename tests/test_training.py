@@ -16,7 +16,7 @@ from actiongen.generator import Generator
 from actiongen.models import (LatentTransitionGenerator, ModelConfig, PoseCritic, PoseDecoder, PoseEncoder,
                               fold_into_box)
 from actiongen.skeleton import BONES
-from train import select_checkpoint, stage1_pose, stage2_diffusion, stage2_sequence
+from train import common, select_checkpoint, stage1_pose, stage2_diffusion, stage2_sequence
 from train.common import check_finite, gradient_penalty, load_state
 
 SUBJECTS = ["--train-subjects", "1", "5", "--test-subjects", "11"]
@@ -45,6 +45,50 @@ def test_stage1_writes_state_log_and_samples(stage1_run):
     assert [json.loads(ln)["step"] for ln in lines] == [1, 2, 3, 4]
     assert (stage1_run / "samples_000004.png").stat().st_size > 0
     assert (stage1_run / "losses.png").stat().st_size > 0
+
+
+def test_bfloat16_is_used_where_asked_for_or_native(monkeypatch):
+    cpu = torch.device("cpu")
+    for native in (False, True):
+        monkeypatch.setattr(common, "native_bfloat16", lambda device, native=native: native)
+        assert common.uses_bfloat16("auto", cpu) == native
+        assert common.uses_bfloat16("bfloat16", cpu)
+        assert not common.uses_bfloat16("float32", cpu)
+
+
+def test_stage1_trains_in_the_precision_asked_for_and_records_it(synthetic_root, tmp_path):
+    """Under bfloat16 autocast the critic's losses, gradient penalty included, stay float32 and finite, and the
+    bundle says how its decoder was trained; float32 trains as before."""
+    for precision in ("bfloat16", "float32"):
+        out = tmp_path / precision
+        stage1_pose.main(["--data-root", str(synthetic_root), "--out", str(out), "--precision", precision,
+                          *SMALL, *STAGE1_SIZE])
+        state = load_state(out)
+        assert state["precision"] == precision
+        assert common.stage1_record(state)["precision"] == precision
+        rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+        assert all(math.isfinite(r[k]) for r in rows for k in ("loss_d", "gp", "recon"))
+        assert all(v.dtype == torch.float32 for v in state["decoder"].values() if v.is_floating_point())
+    legacy = {k: v for k, v in state.items() if k != "precision"}  # states before the option trained float32
+    assert common.stage1_record(legacy)["precision"] == "float32"
+
+
+def test_a_bfloat16_critic_loss_is_the_float32_loss_up_to_its_rounding():
+    cfg = ModelConfig(latent_dim=6, pose_dim=30, critic_hidden=64, decoder_hidden=64)
+    torch.manual_seed(0)
+    critic = PoseCritic(cfg)
+    real, fake, cond = torch.randn(64, 30), torch.randn(64, 30) * 1.5, torch.eye(10)[torch.randint(10, (64,))]
+    eps = torch.rand(64, 1)
+
+    def loss() -> torch.Tensor:
+        wasserstein = critic(real, cond).float().mean() - critic(fake, cond).float().mean()
+        return -wasserstein + 10 * gradient_penalty(critic, real, fake, cond, eps)
+
+    full = loss()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        rounded = loss()
+    assert rounded.dtype == torch.float32
+    assert rounded != full and abs(rounded - full) < 0.02 * abs(full)
 
 
 @pytest.mark.parametrize("layers", [1, 2])
@@ -145,9 +189,13 @@ def test_the_default_presets_are_the_shipped_recipe(model, options):
     for key in ("steps", "batch", "lr", "lr_schedule", "ema", "motion_weight", "class_dropout", "guidance"):
         assert getattr(fast2, key) == recipe[key], key
     assert shipped.config.diffusion_guidance == fast2.guidance
-    if stage2_diffusion.native_bfloat16(torch.device("cpu")):  # elsewhere "auto" trains in float32
-        precision = "bfloat16" if stage2_diffusion.uses_bfloat16(fast2.precision, torch.device("cpu")) else "float32"
-        assert precision == recipe.get("precision", "float32")  # bundles before round 30 trained in float32
+    assert fast2.class_guidance == recipe.get("class_guidance", {})  # bundles before round 31: none
+    assert shipped.config.diffusion_class_guidance == (
+        tuple(fast2.class_guidance.get(a, fast2.guidance) for a in shipped.actions) if fast2.class_guidance else ())
+    if common.native_bfloat16(torch.device("cpu")):  # elsewhere "auto" trains in float32
+        for args, record in ((fast1, shipped.meta["training"]["stage1"]), (fast2, recipe)):
+            precision = common.precision_name(common.uses_bfloat16(args.precision, torch.device("cpu")))
+            assert precision == record.get("precision", "float32")  # bundles before round 30/31: float32
     assert (fast2.channels, fast2.blocks, fast2.levels, fast2.sample_steps) == (
         shipped.config.diffusion_channels, shipped.config.diffusion_blocks, shipped.config.diffusion_levels,
         shipped.config.diffusion_sample_steps)

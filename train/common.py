@@ -23,6 +23,7 @@ from actiongen.skeleton import BONES, SPACE_DIMS, dims_of_pose_dim  # noqa: E402
 from actiongen.views import drawable  # noqa: E402
 
 SIDE_COLORS = {"left": "#1f77b4", "right": "#d62728", "center": "#333333"}
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
@@ -56,6 +57,30 @@ def apply_preset(args: argparse.Namespace, presets: dict[str, dict]) -> argparse
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     return args
+
+
+def add_precision_option(p: argparse.ArgumentParser, whose: str, default: str) -> None:
+    """--precision: `whose` training arithmetic (e.g. "the denoiser's")."""
+    p.add_argument("--precision", choices=PRECISIONS, default=default,
+                   help=f"{whose} training arithmetic: bfloat16 autocast (weights, optimiser and loss stay "
+                        "float32), float32, or auto: bfloat16 where the device computes it natively")
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 natively: emulated, a bfloat16 pass is slower than a float32 one."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def uses_bfloat16(precision: str, device: torch.device) -> bool:
+    """Whether --precision `precision` trains under bfloat16 autocast on `device`."""
+    return precision == "bfloat16" or (precision == "auto" and native_bfloat16(device))
+
+
+def precision_name(bfloat16: bool) -> str:
+    """What a bundle records of a stage's training arithmetic."""
+    return "bfloat16" if bfloat16 else "float32"
 
 
 def code_version() -> str:
@@ -97,9 +122,11 @@ def stage1_dims(stage1: dict, requested: int | None) -> int:
 
 def stage1_record(stage1: dict) -> dict:
     """What a bundle records of the stage-1 run its decoder comes from."""
-    return {"steps": stage1["step"], "minutes": round(stage1["elapsed"] / 60, 2), "preset": stage1["args"]["preset"],
-            "batch": stage1["args"]["batch"],
-            "recon_weight": stage1["args"].get("recon_weight", 0.0)}  # states before the option: none
+    args = stage1["args"]
+    # States written before an option existed: no encoder term, float32.
+    return {"steps": stage1["step"], "minutes": round(stage1["elapsed"] / 60, 2), "preset": args["preset"],
+            "batch": args["batch"], "recon_weight": args.get("recon_weight", 0.0),
+            "precision": stage1.get("precision", "float32")}
 
 
 def bundle_meta(data, data_cfg: DataConfig, stage1: dict, device: torch.device, seed: int, stage2: dict) -> dict:

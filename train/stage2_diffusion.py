@@ -23,8 +23,10 @@ from actiongen.checkpoint import Bundle, save_bundle
 from actiongen.data import ClipSampler, load_pose_data
 from actiongen.diffusion import SOLVER_ORDERS, LatentPathDiffusion
 from actiongen.models import ActionClassifier, ModelConfig, PoseDecoder, PoseEncoder
-from train.common import (MetricLog, apply_preset, base_parser, bundle_meta, check_finite, load_state, resume,
-                          save_class_samples, save_state, setup, snapshot, stage1_dims)
+from actiongen.skeleton import ACTIONS
+from train.common import (MetricLog, add_precision_option, apply_preset, base_parser, bundle_meta, check_finite,
+                          load_state, precision_name, resume, save_class_samples, save_state, setup, snapshot,
+                          stage1_dims, uses_bfloat16)
 
 # One preset, the shipped stage 2 (the paper's is the LSTM walk: train.stage2_sequence --preset paper). Batch,
 # learning rate and EMA are those of the round-19 model (model card), which reached C2ST 0.69 after 7700
@@ -39,10 +41,11 @@ from train.common import (MetricLog, apply_preset, base_parser, bundle_meta, che
 # Hiding the class from the denoiser for a tenth of the paths and sampling with guidance 0.5 took Walking's
 # C2ST from 0.92 to 0.81 and its feet from 0.73x to 0.87x real speed, at a lower MMD (round 23; guidance 1
 # gave 0.77 at a higher MMD, 2 overshoots). The 3D model was trained without (--class-dropout 0 --guidance 0).
+# Walking alone guided at 1 (--class-guidance Walking=1) took its C2ST from 0.897 to 0.887 only, and its MMD
+# against the training clips from 0.149 to 0.229 (round 31): not in the preset.
 PRESETS = {"fast": dict(steps=18_000, batch=128, lr=1e-3, ema=0.999, lr_schedule="cosine", motion_weight=0.0,
-                        class_dropout=0.1, guidance=0.5)}
+                        class_dropout=0.1, guidance=0.5, class_guidance={})}
 LR_SCHEDULES = ("constant", "cosine")
-PRECISIONS = ("auto", "float32", "bfloat16")
 # The action classifier trains on the first 32 real clips of every 4th batch: its bi-LSTM would otherwise take
 # 40 % of an iteration, and 1500 steps of 32 clips suffice (the LSTM walk's stage trains it 1000 times).
 CLASSIFIER_BATCH, CLASSIFIER_EVERY = 32, 4
@@ -68,15 +71,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--guidance", type=float,
                    help="classifier-free guidance weight of the exported model's sampler (needs --class-dropout; "
                         "0: off)")
+    p.add_argument("--class-guidance", nargs="*", metavar="ACTION=W",
+                   help="guidance weights of single classes in the exported sampler (e.g. Walking=1); the other "
+                        "classes keep --guidance; given without a value: none")
     p.add_argument("--channels", type=int, default=96, help="width of the denoiser (a multiple of 8)")
     p.add_argument("--blocks", type=int, default=8, help="residual blocks of the denoiser")
     p.add_argument("--levels", type=int, default=200, help="noise levels in training")
     p.add_argument("--sample-steps", type=int, default=50, help="solver steps of one sample (at most --levels)")
     p.add_argument("--solver-order", type=int, default=2, choices=SOLVER_ORDERS,
                    help="order of the sampling solver: 1 is DDIM, 2 DPM-Solver++(2M)")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="the denoiser's training arithmetic: bfloat16 autocast (weights and loss stay float32), "
-                        "float32, or auto: bfloat16 where the device computes it natively")
+    add_precision_option(p, "the denoiser's", "auto")
     args = p.parse_args(argv)
     if args.preset != "fast":
         raise SystemExit("error: the diffusion stage has only the fast preset; the paper's stage 2 is "
@@ -86,10 +90,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--class-dropout must be in [0, 1); got {args.class_dropout}")
     if args.guidance < 0:
         p.error(f"--guidance must be at least 0; got {args.guidance}")
-    if args.guidance and not args.class_dropout:
-        p.error("--guidance needs a denoiser that has learnt paths without their class: give --class-dropout "
-                "(e.g. 0.1)")
+    try:
+        args.class_guidance = class_guidance_weights(args.class_guidance)
+    except ValueError as err:
+        p.error(str(err))
+    if (args.guidance or any(args.class_guidance.values())) and not args.class_dropout:
+        p.error("--guidance and --class-guidance need a denoiser that has learnt paths without their class: give "
+                "--class-dropout (e.g. 0.1)")
     return args
+
+
+def class_guidance_weights(items: list[str] | dict[str, float]) -> dict[str, float]:
+    """{action: weight} from ACTION=W items (a preset's dict passes through); ValueError naming the valid
+    actions for an unknown one, or for a weight that is not a number >= 0."""
+    if isinstance(items, dict):
+        return dict(items)
+    weights = {}
+    for item in items:
+        action, _, value = item.partition("=")
+        if action not in ACTIONS:
+            raise ValueError(f"--class-guidance: unknown action {action!r} in {item!r}; valid: {', '.join(ACTIONS)}")
+        try:
+            weights[action] = float(value)
+            valid = math.isfinite(weights[action]) and weights[action] >= 0
+        except ValueError:
+            valid = False
+        if not valid:
+            raise ValueError(f"--class-guidance: {item!r} needs a weight >= 0, as in {action}=1")
+    return weights
 
 
 def learning_rate_factor(schedule: str, steps: int) -> Callable[[int], float]:
@@ -98,18 +126,6 @@ def learning_rate_factor(schedule: str, steps: int) -> Callable[[int], float]:
     if schedule == "cosine":
         return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
     return lambda step: 1.0
-
-
-def native_bfloat16(device: torch.device) -> bool:
-    """Whether `device` computes bfloat16 natively: emulated, a bfloat16 pass is slower than a float32 one."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
-def uses_bfloat16(precision: str, device: torch.device) -> bool:
-    """Whether --precision `precision` trains the denoiser under bfloat16 autocast on `device`."""
-    return precision == "bfloat16" or (precision == "auto" and native_bfloat16(device))
 
 
 def encode_frames(encoder: PoseEncoder, vectors: np.ndarray, labels: np.ndarray, num_classes: int,
@@ -154,7 +170,9 @@ def main(argv: list[str] | None = None) -> None:
     cfg = replace(ModelConfig.from_dict(stage1["model"]), transition="diffusion", clip_frames=data_cfg.clip_frames,
                   diffusion_channels=args.channels, diffusion_blocks=args.blocks, diffusion_levels=args.levels,
                   diffusion_sample_steps=args.sample_steps,
-                  diffusion_solver_order=args.solver_order, diffusion_guidance=args.guidance)
+                  diffusion_solver_order=args.solver_order, diffusion_guidance=args.guidance,
+                  diffusion_class_guidance=tuple(args.class_guidance.get(a, args.guidance) for a in data_cfg.actions)
+                  if args.class_guidance else ())
     decoder, encoder = PoseDecoder(cfg), PoseEncoder(cfg)
     decoder.load_state_dict(stage1["decoder"])
     encoder.load_state_dict(stage1["encoder"])
@@ -201,8 +219,8 @@ def main(argv: list[str] | None = None) -> None:
                                      "preset": args.preset, "batch": args.batch, "lr": args.lr,
                                      "lr_schedule": args.lr_schedule, "ema": args.ema,
                                      "motion_weight": args.motion_weight, "class_dropout": args.class_dropout,
-                                     "guidance": args.guidance,
-                                     "precision": "bfloat16" if bfloat16 else "float32"}))
+                                     "guidance": args.guidance, "class_guidance": args.class_guidance,
+                                     "precision": precision_name(bfloat16)}))
         json_path, weights_path = save_bundle(target, bundle)
         print(f"bundle written: {json_path} + {weights_path.name}")
 

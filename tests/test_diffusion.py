@@ -464,7 +464,8 @@ def test_stage2_diffusion_refuses_a_stage1_without_encoder_and_the_paper_preset(
 
 @pytest.mark.parametrize("options, message", [
     (["--class-dropout", "0", "--guidance", "2"],
-     "--guidance needs a denoiser that has learnt paths without their class: give --class-dropout"),
+     "--guidance and --class-guidance need a denoiser that has learnt paths without their class: give "
+     "--class-dropout"),
     (["--class-dropout", "1"], r"--class-dropout must be in \[0, 1\); got 1.0"),
     (["--class-dropout", "0.1", "--guidance", "-1"], "--guidance must be at least 0; got -1.0")])
 def test_stage2_diffusion_refuses_guidance_it_cannot_give(options, message, capsys):

@@ -78,6 +78,11 @@ def uses_bfloat16(precision: str, device: torch.device) -> bool:
     return precision == "bfloat16" or (precision == "auto" and native_bfloat16(device))
 
 
+def bfloat16_autocast(device: torch.device, enabled: bool) -> torch.autocast:
+    """The training passes' arithmetic: bfloat16 autocast on `device` where `enabled`, float32 otherwise."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
 def precision_name(bfloat16: bool) -> str:
     """What a bundle records of a stage's training arithmetic."""
     return "bfloat16" if bfloat16 else "float32"

@@ -13,9 +13,9 @@ from tqdm.auto import tqdm
 
 from actiongen.data import ClipSampler, load_pose_data, vectors_to_joints
 from actiongen.models import ModelConfig, PoseCritic, PoseDecoder, PoseEncoder
-from train.common import (MetricLog, adam_pair, add_precision_option, apply_preset, base_parser, check_finite,
-                          gradient_penalty, precision_name, resume, save_sample_sheet, save_state, setup, snapshot,
-                          uses_bfloat16)
+from train.common import (MetricLog, adam_pair, add_precision_option, apply_preset, base_parser, bfloat16_autocast,
+                          check_finite, gradient_penalty, precision_name, resume, save_sample_sheet, save_state, setup,
+                          snapshot, uses_bfloat16)
 
 # The seed trains one hidden block on a 12-d latent box with lr 1e-3, halved every 25k generator steps.
 # "fast", the shipped decoder, has two hidden blocks on a 24-d box: on its own it is closer to the real poses
@@ -79,9 +79,6 @@ def main(argv: list[str] | None = None) -> None:
     start, elapsed = resume(args.out, stateful, sampler.rng, log) if args.resume else (0, 0.0)
     bfloat16 = uses_bfloat16(args.precision, device)
 
-    def autocast() -> torch.autocast:
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bfloat16)
-
     def onehot(labels: torch.Tensor) -> torch.Tensor:
         return F.one_hot(labels, cfg.num_classes).float().to(device)
 
@@ -94,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(args.critic_steps):
             real, labels = sampler.frames(args.batch)
             real, cond = real.to(device), onehot(labels)
-            with autocast():
+            with bfloat16_autocast(device, bfloat16):
                 with torch.no_grad():
                     fake = decoder(latent(args.batch), cond).float()
                 wasserstein = critic(real, cond).float().mean() - critic(fake, cond).float().mean()
@@ -105,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
             opt_d.step()
         real, labels = sampler.frames(args.batch)
         cond, prior = onehot(labels), latent(args.batch)
-        with autocast():
+        with bfloat16_autocast(device, bfloat16):
             fake = decoder(prior, cond)
             recon = None if encoder is None else reconstruction_error(decoder, encoder, real.to(device), cond)
             loss_g = -critic(fake, cond).float().mean() + (args.recon_weight * recon if recon is not None else 0.0)

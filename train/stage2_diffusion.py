@@ -24,9 +24,9 @@ from actiongen.data import ClipSampler, load_pose_data
 from actiongen.diffusion import SOLVER_ORDERS, LatentPathDiffusion
 from actiongen.models import ActionClassifier, ModelConfig, PoseDecoder, PoseEncoder
 from actiongen.skeleton import ACTIONS
-from train.common import (MetricLog, add_precision_option, apply_preset, base_parser, bundle_meta, check_finite,
-                          load_state, precision_name, resume, save_class_samples, save_state, setup, snapshot,
-                          stage1_dims, uses_bfloat16)
+from train.common import (MetricLog, add_precision_option, apply_preset, base_parser, bfloat16_autocast, bundle_meta,
+                          check_finite, load_state, precision_name, resume, save_class_samples, save_state, setup,
+                          snapshot, stage1_dims, uses_bfloat16)
 
 # One preset, the shipped stage 2 (the paper's is the LSTM walk: train.stage2_sequence --preset paper). Batch,
 # learning rate and EMA are those of the round-19 model (model card), which reached C2ST 0.69 after 7700
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
         real, labels = torch.from_numpy(sampler.vectors[rows]).to(device), torch.from_numpy(labels).to(device)
         class_weights = one_hot(labels)
         unconditioned = (torch.rand(len(labels), device=device) < args.class_dropout) if args.class_dropout else None
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bfloat16):
+        with bfloat16_autocast(device, bfloat16):
             path_loss, motion_loss = model.training_loss(frame_latents[torch.from_numpy(rows).to(device)],
                                                          class_weights,
                                                          real[:MOTION_BATCH] if args.motion_weight else None,

@@ -425,6 +425,20 @@ def test_stage2_diffusion_trains_resumes_and_exports_a_bundle_that_generates(syn
     assert clip.joints.shape == (50, 16, 2) and np.isfinite(clip.joints).all()
 
 
+def test_how_often_the_classifier_trains_leaves_the_denoiser_bit_for_bit_the_same(synthetic_root, stage1_encoder_run,
+                                                                                tmp_path, monkeypatch):
+    """The classifier draws no random numbers and has its own gradients, so its schedule is free to change."""
+    options = ["--data-root", str(synthetic_root), "--stage1", str(stage1_encoder_run), *SMALL, *SUBJECTS,
+               *TINY_DENOISER, "--steps", "4"]
+    for every in (1, 3):
+        monkeypatch.setattr(stage2_diffusion, "CLASSIFIER_EVERY", every)
+        stage2_diffusion.main([*options, "--out", str(tmp_path / f"every{every}")])
+    often, seldom = load_state(tmp_path / "every1"), load_state(tmp_path / "every3")
+    for name, value in often["transition"].items():
+        assert torch.equal(value, seldom["transition"][name]), name
+    assert any(not torch.equal(value, seldom["classifier"][name]) for name, value in often["classifier"].items())
+
+
 def test_encoded_frames_give_every_clip_the_path_its_frames_encode_to(synthetic_data):
     torch.manual_seed(0)
     encoder = PoseEncoder(TINY).eval()

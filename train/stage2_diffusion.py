@@ -49,7 +49,7 @@ LR_SCHEDULES = ("constant", "cosine")
 # The action classifier trains on the first 32 real clips of every 8th batch: its bi-LSTM would otherwise take
 # 40 % of an iteration, and 1500 steps of 32 clips suffice (the LSTM walk's stage trains it 1000 times). It draws
 # no random numbers and has its own gradients, so how often it trains leaves the denoiser bit for bit the same
-# (every 4th batch until round 32: 9 % more time for a classifier as accurate).
+# (every 4th batch until round 32: 9 % more time for a classifier about as accurate; model card, round 32).
 CLASSIFIER_BATCH, CLASSIFIER_EVERY = 32, 8
 PATH_STAT_CLIPS = 8192  # random training clips (~800 per class) behind the paths' standardisation
 # The motion error decodes its clips' paths through the 2x1024 pose decoder: on the first 32 clips of a batch it

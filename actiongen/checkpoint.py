@@ -20,7 +20,7 @@ from safetensors.torch import save
 
 from .data import NormStats
 from .diffusion import LatentPathDiffusion
-from .models import ActionClassifier, LatentTransitionGenerator, ModelConfig, PoseDecoder
+from .models import ActionClassifier, LatentTransitionGenerator, ModelConfig, PoseDecoder, PoseRefiner
 from .skeleton import JOINT_NAMES, SPACE_DIMS, dims_of_pose_dim, pose_dim_of
 
 FORMAT = "actiongen-bundle/1"
@@ -72,8 +72,12 @@ def default_bundle(model: str) -> Path:
 
 def build_models(cfg: ModelConfig) -> tuple[LatentTransitionGenerator | LatentPathDiffusion, ActionClassifier]:
     """The transition model the config names (`transition`), around a pose decoder, and the classifier."""
-    kind = LatentPathDiffusion if cfg.transition == "diffusion" else LatentTransitionGenerator
-    return kind(cfg, PoseDecoder(cfg)), ActionClassifier(cfg)
+    if cfg.transition == "diffusion":
+        refiner = PoseRefiner(cfg) if cfg.pose_refiner else None
+        return LatentPathDiffusion(cfg, PoseDecoder(cfg), refiner), ActionClassifier(cfg)
+    if cfg.pose_refiner:  # the LSTM walk's stage may fine-tune the decoder, which the refiner was not trained on
+        raise ValueError("pose_refiner is for the diffusion transition; the lstm transition has none")
+    return LatentTransitionGenerator(cfg, PoseDecoder(cfg)), ActionClassifier(cfg)
 
 
 def bundle_paths(path: Path | str | None) -> tuple[Path, Path]:

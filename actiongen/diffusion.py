@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import ModelConfig, PoseDecoder, per_step, start_and_step_noise
+from .models import ModelConfig, PoseDecoder, PoseRefiner, per_step, start_and_step_noise
 
 GROUPS = 8  # GroupNorm groups of every block: diffusion_channels must be a multiple
 SOLVER_ORDERS = (1, 2)  # 1: DDIM, 2: DPM-Solver++(2M)
@@ -173,10 +173,14 @@ class FrozenTrace(NamedTuple):
 class LatentPathDiffusion(nn.Module):
     """The diffusion transition model: a denoiser over latent paths standardised per latent dimension
     (`path_mean`, `path_std`: statistics of the encoder's paths of real clips), sampled by an ODE solver in
-    `diffusion_sample_steps` steps, decoded frame by frame by the pose decoder."""
+    `diffusion_sample_steps` steps, decoded frame by frame by the pose decoder, then over time by stage 1's
+    refiner where the config has one (`pose_refiner`)."""
 
-    def __init__(self, cfg: ModelConfig, decoder: PoseDecoder) -> None:
+    def __init__(self, cfg: ModelConfig, decoder: PoseDecoder, refiner: PoseRefiner | None = None) -> None:
         super().__init__()
+        if (refiner is not None) != cfg.pose_refiner:
+            raise ValueError(f"the config's pose_refiner is {cfg.pose_refiner} but a refiner was "
+                             f"{'given' if refiner is not None else 'not given'}")
         if cfg.diffusion_channels % GROUPS:
             raise ValueError(f"diffusion_channels must be a multiple of {GROUPS}; got {cfg.diffusion_channels}")
         if cfg.diffusion_solver_order not in SOLVER_ORDERS:
@@ -192,6 +196,7 @@ class LatentPathDiffusion(nn.Module):
                              f"diffusion_levels ({cfg.diffusion_levels})")
         self.cfg = cfg
         self.decoder = decoder
+        self.refiner = refiner
         self.denoiser = LatentPathDenoiser(cfg)
         self.register_buffer("path_mean", torch.zeros(cfg.latent_dim))
         self.register_buffer("path_std", torch.ones(cfg.latent_dim))
@@ -240,7 +245,7 @@ class LatentPathDiffusion(nn.Module):
             return path_loss, path_loss.new_zeros(())
         n = len(frames)
         clean = a[:n].sqrt() * noisy[:n] - (1 - a[:n]).sqrt() * v[:n]
-        decoded = self.decoder(self.unstandardise(clean), cw[:n])
+        decoded = self.decode(self.unstandardise(clean), cw[:n])
         velocity_error = (decoded.diff(dim=1) - frames.diff(dim=1)).pow(2).mean(dim=(1, 2))
         return path_loss, (a[:n, 0, 0] * velocity_error).mean()
 
@@ -339,8 +344,13 @@ class LatentPathDiffusion(nn.Module):
             prediction, step_before = clean, step
         return x
 
+    def decode(self, latents: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
+        """Frames (B, T, pose_dim) of latent paths (B, T, d) under per-frame class weights (B, T, C)."""
+        frames = self.decoder(latents, class_weights)
+        return frames if self.refiner is None else self.refiner(frames, class_weights)
+
     def forward(self, z0: torch.Tensor, noise: torch.Tensor, class_weights: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Frames (B, T, pose_dim), latents (B, T, d), shifts (B, T-1, d)."""
         latents, shifts = self.latent_path(z0, noise, class_weights)
-        return self.decoder(latents, per_step(class_weights, latents.shape[1])), latents, shifts
+        return self.decode(latents, per_step(class_weights, latents.shape[1])), latents, shifts

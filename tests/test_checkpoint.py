@@ -83,6 +83,8 @@ def _edit_json(json_path, **changes) -> None:
     (dict(actions=["Walking"]), "1 action names for 10 classes"),
     (dict(stats={"mean": [0.0] * 3, "std": [1.0] * 3, "mean_hip_depth": 1.0}), "bad or missing config entry"),
     (dict(model={"latent_dim": 12, "wings": 2}), "unknown model config keys"),
+    (dict(model={**ModelConfig().to_dict(), "pose_refiner": True}),
+     "pose_refiner is for the diffusion transition; the lstm transition has none"),
 ])
 def test_mismatched_config_is_refused(saved, changes, message):
     _, json_path, _ = saved

@@ -184,7 +184,7 @@ SMALL = ["--steps", "2", "--batch", "8", "--log-every", "1", "--checkpoint-every
 def stage1_3d(synthetic_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("stage1-3d")
     stage1_pose.main(["--data-root", str(synthetic_root), "--out", str(out), "--dims", "3", "--hidden", "32",
-                      *SMALL])
+                      "--refiner-steps", "2", "--refiner-channels", "8", *SMALL])
     return out
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -15,7 +16,7 @@ from actiongen.checkpoint import CheckpointError, load_bundle, save_bundle
 from actiongen.diffusion import LatentPathDiffusion, TimeConv, cosine_schedule
 from actiongen.generator import Generator
 from actiongen.data import ClipSampler
-from actiongen.models import ModelConfig, PoseDecoder, PoseEncoder, per_step
+from actiongen.models import ModelConfig, PoseDecoder, PoseEncoder, PoseRefiner, per_step
 from synthetic_h36m import random_bundle
 from train import stage1_pose, stage2_diffusion
 from train.common import load_state, native_bfloat16
@@ -25,6 +26,7 @@ TINY = ModelConfig(latent_dim=4, decoder_hidden=16, critic_hidden=16, transition
 SUBJECTS = ["--train-subjects", "1", "5", "--test-subjects", "11"]
 SMALL = ["--batch", "8", "--log-every", "1", "--checkpoint-every", "2", "--sample-every", "4"]
 TINY_DENOISER = ["--channels", "16", "--blocks", "2", "--levels", "20", "--sample-steps", "4"]
+TINY_REFINER = ["--refiner-steps", "3", "--refiner-channels", "8"]
 
 
 @pytest.fixture(autouse=True)
@@ -368,7 +370,7 @@ def test_a_bundle_with_an_unknown_transition_is_refused_with_the_valid_ones(synt
 def stage1_encoder_run(synthetic_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("stage1-encoder")
     stage1_pose.main(["--data-root", str(synthetic_root), "--out", str(out), "--recon-weight", "10", "--steps", "4",
-                      "--hidden", "64", "--latent-dim", "6", *SMALL, *SUBJECTS])
+                      "--hidden", "64", "--latent-dim", "6", *TINY_REFINER, *SMALL, *SUBJECTS])
     return out
 
 
@@ -419,8 +421,10 @@ def test_stage2_diffusion_trains_resumes_and_exports_a_bundle_that_generates(syn
     assert bundle.config.diffusion_class_guidance == (1.5,) * 9 + (2.0,)  # Walking is the last action
     native = native_bfloat16(torch.device("cpu"))
     assert bundle.meta["training"]["stage2"]["precision"] == ("bfloat16" if native else "float32")
-    for name, value in stage1["decoder"].items():  # the decoder is stage 1's, untouched
-        assert torch.equal(bundle.transition.decoder.state_dict()[name], value)
+    for part in ("decoder", "refiner"):  # stage 1's, untouched
+        for name, value in stage1[part].items():
+            assert torch.equal(getattr(bundle.transition, part).state_dict()[name], value), f"{part}.{name}"
+    assert bundle.config.pose_refiner and bundle.meta["training"]["stage1"]["refiner_steps"] == 3
     clip = Generator.load(tmp_path / "straight" / "actiongen.json").sample("Walking", seed=3)
     assert clip.joints.shape == (50, 16, 2) and np.isfinite(clip.joints).all()
 
@@ -437,6 +441,60 @@ def test_how_often_the_classifier_trains_leaves_the_denoiser_bit_for_bit_the_sam
     for name, value in often["transition"].items():
         assert torch.equal(value, seldom["transition"][name]), name
     assert any(not torch.equal(value, seldom["classifier"][name]) for name, value in often["classifier"].items())
+
+
+def test_a_refiner_leaves_the_denoiser_bit_for_bit_the_same_and_refines_the_decoded_frames(synthetic_root, tmp_path):
+    """Stage 2 builds stage 1's refiner without drawing random numbers, so a refiner added to a finished stage 1
+    (on resume) leaves the denoiser's training as it was; the bundle's frames are the refined decoder output."""
+    stage1 = ["--data-root", str(synthetic_root), "--recon-weight", "10", "--steps", "4", "--hidden", "64",
+              "--latent-dim", "6", *SMALL, *SUBJECTS]
+    stage1_pose.main([*stage1, "--out", str(tmp_path / "plain"), "--refiner-steps", "0"])
+    shutil.copytree(tmp_path / "plain", tmp_path / "refined")
+    stage1_pose.main([*stage1, "--out", str(tmp_path / "refined"), "--resume", *TINY_REFINER])
+    plain, refined = load_state(tmp_path / "plain"), load_state(tmp_path / "refined")
+    assert "refiner" not in plain and not plain["model"]["pose_refiner"] and refined["model"]["pose_refiner"]
+    for name, value in plain["decoder"].items():
+        assert torch.equal(value, refined["decoder"][name])
+    options = [*SMALL, *SUBJECTS, *TINY_DENOISER, "--steps", "4", "--data-root", str(synthetic_root)]
+    for name in ("plain", "refined"):
+        stage2_diffusion.main([*options, "--stage1", str(tmp_path / name), "--out", str(tmp_path / f"s2-{name}")])
+    without, with_refiner = load_state(tmp_path / "s2-plain"), load_state(tmp_path / "s2-refined")
+    for name, value in without["transition"].items():
+        assert torch.equal(value, with_refiner["transition"][name]), name
+    bundle = load_bundle(tmp_path / "s2-refined" / "actiongen.json")
+    z0, noise = bundle.transition.sample_inputs(3, 20, torch.Generator().manual_seed(1))
+    cw = per_step(one_hot([0, 4, 9]), 20)
+    with torch.no_grad():
+        frames, latents, _ = bundle.transition(z0, noise, cw)
+        decoded = bundle.transition.decoder(latents, cw)
+        torch.testing.assert_close(frames, bundle.transition.refiner(decoded, cw))
+    assert not torch.allclose(frames, decoded, atol=1e-4)  # three steps moved the refiner off the identity
+
+
+def test_a_diffusion_model_has_a_refiner_exactly_when_its_config_says():
+    with pytest.raises(ValueError, match="the config's pose_refiner is True but a refiner was not given"):
+        LatentPathDiffusion(replace(TINY, pose_refiner=True), PoseDecoder(TINY))
+    with pytest.raises(ValueError, match="the config's pose_refiner is False but a refiner was given"):
+        LatentPathDiffusion(TINY, PoseDecoder(TINY), PoseRefiner(TINY))
+
+
+def test_the_refiner_starts_as_the_identity_and_sees_twenty_frames_either_side():
+    torch.manual_seed(0)
+    cfg = replace(TINY, refiner_channels=8)
+    refiner = PoseRefiner(cfg).eval()
+    frames, cw = torch.randn(2, 60, cfg.pose_dim), one_hot([3, 7])
+    with torch.no_grad():
+        assert torch.equal(refiner(frames, cw), frames)
+        torch.nn.init.normal_(refiner.out.weight, std=0.1)
+        moved = frames.clone()
+        moved[:, 30] += 1.0
+        change = (refiner(moved, cw) - refiner(frames, cw)).abs().amax(dim=(0, 2))
+        assert (change[10:51] > 0).all() and (change[:10] == 0).all() and (change[51:] == 0).all()
+        per_frame = per_step(cw, 60).clone()
+        per_frame[:, 40:] = one_hot([0, 0])[:, None]  # per-frame class weights: a change of action
+        assert refiner(frames, per_frame)[:, :15].equal(refiner(frames, cw)[:, :15])
+        assert not refiner(frames, per_frame)[:, 45:].equal(refiner(frames, cw)[:, 45:])
+        assert refiner(frames[:, :1], cw).shape == (2, 1, cfg.pose_dim)  # any length, one frame too
 
 
 def test_encoded_frames_give_every_clip_the_path_its_frames_encode_to(synthetic_data):

@@ -14,13 +14,14 @@ from actiongen.checkpoint import DEFAULT_BUNDLES, load_bundle
 from actiongen.data import ClipSampler, vectors_to_joints
 from actiongen.generator import Generator
 from actiongen.models import (LatentTransitionGenerator, ModelConfig, PoseCritic, PoseDecoder, PoseEncoder,
-                              fold_into_box)
+                              PoseRefiner, fold_into_box)
 from actiongen.skeleton import BONES
 from train import common, select_checkpoint, stage1_pose, stage2_diffusion, stage2_sequence
 from train.common import check_finite, gradient_penalty, load_state
 
 SUBJECTS = ["--train-subjects", "1", "5", "--test-subjects", "11"]
 STAGE1_SIZE = ["--hidden", "64", *SUBJECTS]
+TINY_REFINER = ["--refiner-steps", "2", "--refiner-channels", "8"]
 STAGE2_SIZE = ["--lstm-hidden", "32", "--head-hidden", "64", *SUBJECTS]
 SMALL = ["--steps", "4", "--batch", "8", "--log-every", "1", "--checkpoint-every", "2", "--sample-every", "4"]
 
@@ -62,7 +63,7 @@ def test_stage1_trains_in_the_precision_asked_for_and_records_it(synthetic_root,
     for precision in ("bfloat16", "float32"):
         out = tmp_path / precision
         stage1_pose.main(["--data-root", str(synthetic_root), "--out", str(out), "--precision", precision,
-                          *SMALL, *STAGE1_SIZE])
+                          *SMALL, *STAGE1_SIZE, *TINY_REFINER])
         state = load_state(out)
         assert state["precision"] == precision
         assert common.stage1_record(state)["precision"] == precision
@@ -94,7 +95,7 @@ def test_a_bfloat16_critic_loss_is_the_float32_loss_up_to_its_rounding():
 @pytest.mark.parametrize("layers", [1, 2])
 def test_stage1_latent_dim_and_depth_carry_into_stage2_and_the_bundle(synthetic_root, tmp_path, layers):
     stage1_pose.main(["--data-root", str(synthetic_root), "--out", str(tmp_path / "s1"), "--latent-dim", "5",
-                      "--decoder-layers", str(layers), *SMALL, *STAGE1_SIZE])
+                      "--decoder-layers", str(layers), *TINY_REFINER, *SMALL, *STAGE1_SIZE])
     state = load_state(tmp_path / "s1")
     assert state["model"]["latent_dim"] == 5 and state["model"]["decoder_layers"] == layers
     assert sum(k.endswith("running_mean") for k in state["decoder"]) == layers  # one BatchNorm per hidden block
@@ -103,6 +104,7 @@ def test_stage1_latent_dim_and_depth_carry_into_stage2_and_the_bundle(synthetic_
     generator = Generator.load(tmp_path / "s2" / "actiongen.json")
     assert generator.bundle.meta["training"]["stage1"]["recon_weight"] == 10.0  # the fast preset's encoder
     assert generator.bundle.config.decoder_layers == layers
+    assert not generator.bundle.config.pose_refiner  # it was trained on the decoder this stage may fine-tune
     sample = generator.sample("Walking", seed=1, frames=12)
     assert sample.latents.shape == (12, 5) and np.isfinite(sample.joints).all()
 
@@ -117,7 +119,7 @@ def test_recon_weight_trains_an_encoder_and_lowers_its_reconstruction_error(synt
 
     plain = run(tmp_path / "plain", "--recon-weight", "0")
     assert "encoder" not in plain
-    state = run(tmp_path / "recon", "--recon-weight", "10")
+    state = run(tmp_path / "recon", "--recon-weight", "10", "--refiner-steps", "0")
     cfg = ModelConfig.from_dict(state["model"])
     encoder = PoseEncoder(cfg).eval()
     encoder.load_state_dict(state["encoder"])
@@ -136,6 +138,41 @@ def test_recon_weight_trains_an_encoder_and_lowers_its_reconstruction_error(synt
     with torch.no_grad():
         latents = encoder(poses, cond)
     assert latents.shape == (64, cfg.latent_dim) and latents.abs().max() < 1
+
+
+def test_stage1_trains_a_refiner_after_the_decoder_that_takes_round_trips_closer_to_the_real_clips(
+        synthetic_root, synthetic_data, tmp_path):
+    stage1_pose.main(["--data-root", str(synthetic_root), "--out", str(tmp_path), "--steps", "60", "--batch", "32",
+                      "--log-every", "20", "--checkpoint-every", "60", "--sample-every", "60", "--lr-decay-every",
+                      "1000", "--recon-weight", "10", "--refiner-steps", "150", "--refiner-channels", "32",
+                      *STAGE1_SIZE])
+    state = load_state(tmp_path)
+    cfg = ModelConfig.from_dict(state["model"])
+    assert cfg.pose_refiner and cfg.refiner_channels == 32 and state["step"] == 60
+    decoder, encoder, refiner = PoseDecoder(cfg).eval(), PoseEncoder(cfg).eval(), PoseRefiner(cfg).eval()
+    for module, key in ((decoder, "decoder"), (encoder, "encoder"), (refiner, "refiner")):
+        module.load_state_dict(state[key])
+    real, labels = ClipSampler(synthetic_data, "train", seed=7).clips(64)
+    cw = torch.eye(10)[labels][:, None].expand(-1, real.shape[1], -1)
+    with torch.no_grad():
+        round_trip = decoder(encoder(real, cw), cw)
+        refined = refiner(round_trip, cw)
+    before, after = stage1_pose.refiner_errors(round_trip, real), stage1_pose.refiner_errors(refined, real)
+    weights = torch.tensor(stage1_pose.REFINER_WEIGHTS)
+    assert (weights * after).sum() < 0.8 * (weights * before).sum()
+    assert after[2] < before[2]  # less jitter
+
+
+def test_a_refiner_needs_the_encoder_and_the_fast_preset_trains_one_where_it_has_it(capsys):
+    assert stage1_pose.parse_args(["--out", "s1"]).refiner_steps == stage1_pose.PRESETS["fast"]["refiner_steps"] > 0
+    assert stage1_pose.parse_args(["--out", "s1", "--recon-weight", "0"]).refiner_steps == 0
+    assert stage1_pose.parse_args(["--out", "s1", "--preset", "paper"]).refiner_steps == 0
+    with pytest.raises(SystemExit):
+        stage1_pose.parse_args(["--out", "s1", "--recon-weight", "0", "--refiner-steps", "5"])
+    assert "--refiner-steps trains on the round trips of real clips through the encoder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        stage1_pose.parse_args(["--out", "s1", "--refiner-channels", "0"])
+    assert "--refiner-channels at least 1" in capsys.readouterr().err
 
 
 def test_reconstruction_error_decodes_on_the_running_statistics_and_leaves_them_alone():
@@ -256,7 +293,7 @@ def test_pose_critic_starts_from_the_stage1_critic_trains_on_and_resumes(synthet
 
 
 def _states_equal(a: dict, b: dict) -> None:
-    for key in ("decoder", "critic", "transition", "classifier", "discriminator", "pose_critic"):
+    for key in ("decoder", "critic", "encoder", "refiner", "transition", "classifier", "discriminator", "pose_critic"):
         if key in a:
             for name in a[key]:
                 assert torch.equal(a[key][name], b[key][name]), f"{key}.{name}"
@@ -268,7 +305,9 @@ def _states_equal(a: dict, b: dict) -> None:
 @pytest.mark.parametrize("stage", [1, 2])
 def test_resume_continues_at_the_saved_step_with_equal_state(synthetic_root, stage1_run, tmp_path, stage):
     module = stage1_pose if stage == 1 else stage2_sequence
-    extra = STAGE1_SIZE if stage == 1 else ["--stage1", str(stage1_run), *STAGE2_SIZE, "--replay", "12"]
+    # Stage 1 with its refiner, which the split run trains after step 2 as well and again after step 4.
+    extra = ([*STAGE1_SIZE, *TINY_REFINER] if stage == 1
+             else ["--stage1", str(stage1_run), *STAGE2_SIZE, "--replay", "12"])
     common = ["--data-root", str(synthetic_root), "--batch", "8", "--log-every", "1", "--checkpoint-every", "2",
               "--sample-every", "100", *extra]
     module.main([*common, "--out", str(tmp_path / "straight"), "--steps", "4"])
@@ -284,7 +323,8 @@ def test_resume_continues_at_the_saved_step_with_equal_state(synthetic_root, sta
 
 def test_same_seed_gives_the_same_first_steps(synthetic_root, tmp_path):
     for name in ("a", "b"):
-        stage1_pose.main(["--data-root", str(synthetic_root), "--out", str(tmp_path / name), *SMALL, *STAGE1_SIZE])
+        stage1_pose.main(["--data-root", str(synthetic_root), "--out", str(tmp_path / name), *SMALL, *STAGE1_SIZE,
+                          *TINY_REFINER])
     _states_equal(load_state(tmp_path / "a"), load_state(tmp_path / "b"))
     logs = [[{k: v for k, v in json.loads(ln).items() if k != "time"}
              for ln in (tmp_path / n / "metrics.jsonl").read_text().splitlines()] for n in ("a", "b")]
@@ -568,7 +608,7 @@ def stage1_encoder_run(synthetic_root, tmp_path_factory):
     """A stage-1 run with an encoder (--recon-weight), what the retrace term needs."""
     out = tmp_path_factory.mktemp("stage1-encoder")
     stage1_pose.main(["--data-root", str(synthetic_root), "--out", str(out), "--recon-weight", "10",
-                      *SMALL, *STAGE1_SIZE])
+                      *SMALL, *STAGE1_SIZE, *TINY_REFINER])
     return out
 
 

@@ -128,9 +128,10 @@ def stage1_dims(stage1: dict, requested: int | None) -> int:
 def stage1_record(stage1: dict) -> dict:
     """What a bundle records of the stage-1 run its decoder comes from."""
     args = stage1["args"]
-    # States written before an option existed: no encoder term, float32.
+    # States written before an option existed: no encoder term, float32, no refiner.
     return {"steps": stage1["step"], "minutes": round(stage1["elapsed"] / 60, 2), "preset": args["preset"],
             "batch": args["batch"], "recon_weight": args.get("recon_weight", 0.0),
+            "refiner_steps": args.get("refiner_steps", 0) if "refiner" in stage1 else 0,
             "precision": stage1.get("precision", "float32")}
 
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from actiongen.checkpoint import Bundle, save_bundle
 from actiongen.data import ClipSampler, load_pose_data
 from actiongen.diffusion import SOLVER_ORDERS, LatentPathDiffusion
-from actiongen.models import ActionClassifier, ModelConfig, PoseDecoder, PoseEncoder
+from actiongen.models import ActionClassifier, ModelConfig, PoseDecoder, PoseEncoder, PoseRefiner
 from actiongen.skeleton import ACTIONS
 from train.common import (MetricLog, add_precision_option, apply_preset, base_parser, bfloat16_autocast, bundle_meta,
                           check_finite, load_state, precision_name, resume, save_class_samples, save_state, setup,
@@ -178,11 +178,18 @@ def main(argv: list[str] | None = None) -> None:
     decoder, encoder = PoseDecoder(cfg), PoseEncoder(cfg)
     decoder.load_state_dict(stage1["decoder"])
     encoder.load_state_dict(stage1["encoder"])
+    refiner = None
+    if cfg.pose_refiner:
+        # Built without drawing random numbers (its weights are stage 1's), so the denoiser starts and trains
+        # on the same random stream with or without a refiner.
+        refiner = torch.nn.utils.skip_init(PoseRefiner, cfg)
+        refiner.load_state_dict(stage1["refiner"])
+        refiner.eval().requires_grad_(False)
     try:
-        model = LatentPathDiffusion(cfg, decoder).to(device)
+        model = LatentPathDiffusion(cfg, decoder, refiner).to(device)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
-    # Both stage-1 networks stay as stage 1 left them: BatchNorm on its running statistics, weights frozen.
+    # The stage-1 networks stay as stage 1 left them: BatchNorm on its running statistics, weights frozen.
     decoder.eval().requires_grad_(False)
     encoder.to(device).eval().requires_grad_(False)
     classifier = ActionClassifier(cfg).to(device)

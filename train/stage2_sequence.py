@@ -372,9 +372,12 @@ def main(argv: list[str] | None = None) -> None:
     device, data_cfg = setup(args)
     data = load_pose_data(data_cfg)
     sampler = ClipSampler(data, "train", seed=args.seed)
+    # Without stage 1's refiner, if it has one: it was trained on the decoder's round trips, and this stage may
+    # fine-tune the decoder.
     cfg = replace(ModelConfig.from_dict(stage1["model"]), head=args.head, latent_boundary=args.latent_boundary,
                   latent_feedback=args.latent_feedback, noise_prior=args.noise_prior,
-                  clip_frames=data_cfg.clip_frames, lstm_hidden=args.lstm_hidden, head_hidden=args.head_hidden)
+                  clip_frames=data_cfg.clip_frames, lstm_hidden=args.lstm_hidden, head_hidden=args.head_hidden,
+                  pose_refiner=False)
     decoder = PoseDecoder(cfg)
     decoder.load_state_dict(stage1["decoder"])
     # BatchNorm stays on its running statistics; the weights are frozen (the paper) or fine-tuned slowly.

@@ -462,6 +462,7 @@ def test_a_refiner_leaves_the_denoiser_bit_for_bit_the_same_and_refines_the_deco
     for name, value in without["transition"].items():
         assert torch.equal(value, with_refiner["transition"][name]), name
     bundle = load_bundle(tmp_path / "s2-refined" / "actiongen.json")
+    assert bundle.meta["training"]["stage1"]["refiner_steps"] == 3  # the resumed run's, which trained it
     z0, noise = bundle.transition.sample_inputs(3, 20, torch.Generator().manual_seed(1))
     cw = per_step(one_hot([0, 4, 9]), 20)
     with torch.no_grad():

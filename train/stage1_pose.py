@@ -209,8 +209,8 @@ def main(argv: list[str] | None = None) -> None:
         t1 = time.time()
         refiner, errors = train_refiner(decoder, encoder, sampler, cfg, args.refiner_steps, args.seed, device)
         total += time.time() - t1
-        save_state(args.out, {**state, "model": replace(cfg, pose_refiner=True).to_dict(), "elapsed": total,
-                              "refiner": refiner.state_dict()})
+        save_state(args.out, {**state, "args": vars(args), "model": replace(cfg, pose_refiner=True).to_dict(),
+                              "elapsed": total, "refiner": refiner.state_dict()})
         print("refiner: squared error of position / velocity / acceleration on its last batch "
               + " / ".join(f"{e:.2g}" for e in errors["refined"]) + " (round trips: "
               + " / ".join(f"{e:.2g}" for e in errors["round_trip"]) + ")")

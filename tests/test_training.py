@@ -210,16 +210,16 @@ def test_stage2_exports_a_bundle_that_generates(synthetic_root, stage1_run, tmp_
 
 
 @pytest.mark.parametrize("model, options", [("2d", []),
-                                            ("3d", ["--steps", "8000", "--class-dropout", "0", "--guidance", "0",
-                                                    "--precision", "float32"])])
+                                            ("3d", ["--steps", "8000", "--class-dropout", "0", "--guidance", "0"])])
 def test_the_default_presets_are_the_shipped_recipe(model, options):
-    """Both shipped bundles come from the default presets of stage 1 and the diffusion stage, the 3D one
-    with 8000 iterations, without guidance and in float32 (the README's commands)."""
+    """Both shipped bundles come from the default presets of stage 1 (refiner included) and the diffusion
+    stage, the 3D one with 8000 iterations and without guidance (the README's commands)."""
     shipped = load_bundle(DEFAULT_BUNDLES[model])
     fast1 = stage1_pose.parse_args(["--out", "s1", "--dims", model[0]])
     assert (fast1.decoder_layers, fast1.latent_dim) == (shipped.config.decoder_layers, shipped.config.latent_dim)
-    for key in ("steps", "batch", "recon_weight"):
+    for key in ("steps", "batch", "recon_weight", "refiner_steps"):
         assert getattr(fast1, key) == shipped.meta["training"]["stage1"][key], key
+    assert shipped.config.pose_refiner and shipped.config.refiner_channels == fast1.refiner_channels
     recipe = shipped.meta["training"]["stage2"]
     assert recipe["transition"] == shipped.config.transition == "diffusion"
     fast2 = stage2_diffusion.parse_args(["--stage1", "s1", "--out", "s2", *options])

@@ -99,8 +99,8 @@ def round_trips(decoder: PoseDecoder, encoder: PoseEncoder, vectors: torch.Tenso
     decoder.eval()
     encoder.eval()
     with torch.no_grad():
-        return torch.cat([decoder(encoder(vectors[i:i + chunk], class_weights[i:i + chunk]), class_weights[i:i + chunk])
-                          for i in range(0, len(vectors), chunk)])
+        return torch.cat([decoder(encoder(frames, weights), weights)
+                          for frames, weights in zip(vectors.split(chunk), class_weights.split(chunk))])
 
 
 def train_refiner(decoder: PoseDecoder, encoder: PoseEncoder, sampler: ClipSampler, cfg: ModelConfig, steps: int,
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     bar.close()
     total = elapsed + time.time() - t0
     # Trained after the decoder, in one go: an interrupted refiner is trained again from the start on resume
-    # (about a minute), as is a stale one after more decoder steps.
+    # (about 3 min), as is a stale one after more decoder steps.
     if args.refiner_steps and ("refiner" not in saved or start < args.steps):
         # Added to the state the decoder's last step saved, random streams included: a run resumed for more
         # decoder steps continues them as a run without a refiner would.

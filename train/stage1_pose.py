@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     log = MetricLog(args.out)
     saved = load_state(args.out) if args.resume else {}
     start, elapsed = resume(args.out, stateful, sampler.rng, log, saved) if args.resume else (0, 0.0)
+    last_saved = saved  # what state.pt holds, kept so that the refiner is added to it without reading it back
     bfloat16 = uses_bfloat16(args.precision, device)
 
     def onehot(labels: torch.Tensor) -> torch.Tensor:
@@ -187,9 +188,9 @@ def main(argv: list[str] | None = None) -> None:
             log.append(done, values)
             bar.set_postfix(d=f"{values['loss_d']:.3f}", g=f"{values['loss_g']:.3f}", w=f"{values['wasserstein']:.3f}")
         if done % args.checkpoint_every == 0 or done == args.steps:
-            save_state(args.out, snapshot(1, done, elapsed + time.time() - t0, args, stateful, sampler.rng,
-                                          model=cfg.to_dict(), stats=data.stats.to_dict(),
-                                          precision=precision_name(bfloat16)))
+            last_saved = snapshot(1, done, elapsed + time.time() - t0, args, stateful, sampler.rng,
+                                  model=cfg.to_dict(), stats=data.stats.to_dict(), precision=precision_name(bfloat16))
+            save_state(args.out, last_saved)
         if done % args.sample_every == 0 or done == args.steps:
             log.plot()
             decoder.eval()
@@ -205,11 +206,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.refiner_steps and ("refiner" not in saved or start < args.steps):
         # Added to the state the decoder's last step saved, random streams included: a run resumed for more
         # decoder steps continues them as a run without a refiner would.
-        state = load_state(args.out)
         t1 = time.time()
         refiner, errors = train_refiner(decoder, encoder, sampler, cfg, args.refiner_steps, args.seed, device)
         total += time.time() - t1
-        save_state(args.out, {**state, "args": vars(args), "model": replace(cfg, pose_refiner=True).to_dict(),
+        save_state(args.out, {**last_saved, "args": vars(args), "model": replace(cfg, pose_refiner=True).to_dict(),
                               "elapsed": total, "refiner": refiner.state_dict()})
         print("refiner: squared error of position / velocity / acceleration on its last batch "
               + " / ".join(f"{e:.2g}" for e in errors["refined"]) + " (round trips: "

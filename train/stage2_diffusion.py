@@ -35,15 +35,16 @@ from train.common import (MetricLog, add_precision_option, apply_preset, base_pa
 # speed) at the same MMD (round 27; 3D: round 26); 12 000 took the wrists to 1.30x, the MMD from 0.099 to 0.087
 # and Walking's C2ST to 0.85-0.87 with one classifier fit (round 28; 0.88-0.92 with five, round 29). 18 000 in
 # bfloat16, which halves an iteration's time, took the wrists to 1.21-1.22x, the MMD to 0.082-0.086 and FID from
-# 6.0 to 5.3 at the same C2ST (0.716 against 0.708, Walking 0.90 in both; round 30). Both stages take about an
-# hour alone on two threads (60.8 min in round 30; the machine's speed varies from day to day; model card,
-# "Training recipe and time").
+# 6.0 to 5.3 at the same C2ST (0.716 against 0.708, Walking 0.90 in both; round 30). Since stage 1's refiner
+# (round 33) removes most of the jitter, 15 000 suffice: the same C2ST as 18 000 with the refiner (0.546-0.549
+# against 0.538-0.553 at evaluation seeds 0 and 1) and the same MMD, and both stages fit the hour (round 34;
+# model card, "Training recipe and time").
 # Hiding the class from the denoiser for a tenth of the paths and sampling with guidance 0.5 took Walking's
 # C2ST from 0.92 to 0.81 and its feet from 0.73x to 0.87x real speed, at a lower MMD (round 23; guidance 1
 # gave 0.77 at a higher MMD, 2 overshoots). The 3D model was trained without (--class-dropout 0 --guidance 0).
 # Walking alone guided at 1 (--class-guidance Walking=1) took its C2ST from 0.897 to 0.887 only, and its MMD
 # against the training clips from 0.149 to 0.229 (round 31): not in the preset.
-PRESETS = {"fast": dict(steps=18_000, batch=128, lr=1e-3, ema=0.999, lr_schedule="cosine", motion_weight=0.0,
+PRESETS = {"fast": dict(steps=15_000, batch=128, lr=1e-3, ema=0.999, lr_schedule="cosine", motion_weight=0.0,
                         class_dropout=0.1, guidance=0.5, class_guidance={})}
 LR_SCHEDULES = ("constant", "cosine")
 # The action classifier trains on the first 32 real clips of every 8th batch: its bi-LSTM would otherwise take

@@ -36,9 +36,9 @@ from train.common import (MetricLog, add_precision_option, apply_preset, base_pa
 # and Walking's C2ST to 0.85-0.87 with one classifier fit (round 28; 0.88-0.92 with five, round 29). 18 000 in
 # bfloat16, which halves an iteration's time, took the wrists to 1.21-1.22x, the MMD to 0.082-0.086 and FID from
 # 6.0 to 5.3 at the same C2ST (0.716 against 0.708, Walking 0.90 in both; round 30). Since stage 1's refiner
-# (round 33) removes most of the jitter, 15 000 suffice: the same C2ST as 18 000 with the refiner (0.546-0.549
-# against 0.538-0.553 at evaluation seeds 0 and 1) and the same MMD, and both stages fit the hour (round 34;
-# model card, "Training recipe and time").
+# (round 33) removes most of the jitter, 15 000 suffice: the C2ST of 18 000 with the refiner (0.546-0.550
+# against 0.526-0.553 at evaluation seeds 0 1 2), the same MMD, and both stages in 49.3 min (round 34; model
+# card, "Training recipe and time").
 # Hiding the class from the denoiser for a tenth of the paths and sampling with guidance 0.5 took Walking's
 # C2ST from 0.92 to 0.81 and its feet from 0.73x to 0.87x real speed, at a lower MMD (round 23; guidance 1
 # gave 0.77 at a higher MMD, 2 overshoots). The 3D model was trained without (--class-dropout 0 --guidance 0).
